@@ -1,0 +1,1 @@
+"""HTTP: authentication, problem details, and the handlers of each resource."""

@@ -1,0 +1,125 @@
+"""Who is calling: Litestar's JWT middleware, tightened to the contract, and scope guards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AuthenticationResult, DefineMiddleware
+from litestar.security.jwt import JWTAuthenticationMiddleware, Token
+
+from service.tokens import ALGORITHM
+
+READ = "tasks:read"
+WRITE = "tasks:write"
+EVENTS_READ = "events:read"
+
+# Route option: the token may also come as ?access_token= (EventSource cannot set headers).
+TOKEN_IN_QUERY = "token_in_query"
+PUBLIC = "exclude_from_auth"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The caller as the token says; tenant and subject never come from a request body."""
+
+    sub: str
+    tenant: str
+    scopes: frozenset[str]
+
+
+class BearerMiddleware(JWTAuthenticationMiddleware):
+    """Checks the ``Bearer`` scheme, the claims the contract requires, and a clock-skew leeway.
+
+    Litestar's middleware takes whatever follows the first space of the header and knows
+    nothing of ``tenant`` or ``scope``; this keeps its exclusion rules and replaces the rest.
+    """
+
+    def __init__(self, *args: Any, leeway: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.leeway = leeway
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        header = connection.headers.get("authorization")
+        if header is not None:
+            scheme, _, credentials = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not credentials.strip():
+                raise NotAuthorizedException("expected 'Authorization: Bearer <token>'")
+            encoded = credentials.strip()
+        elif connection.route_handler.opt.get(TOKEN_IN_QUERY):
+            encoded = connection.query_params.get("access_token", "")
+        else:
+            encoded = ""
+        if not encoded:
+            raise NotAuthorizedException("missing bearer token")
+        return await self.authenticate_token(encoded, connection)
+
+    async def authenticate_token(
+        self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        return AuthenticationResult(
+            user=decode(encoded_token, self.token_secret, self.leeway), auth=encoded_token
+        )
+
+
+def decode(encoded: str, secret: str, leeway: float) -> Identity:
+    try:
+        claims = jwt.decode(
+            encoded,
+            secret,
+            algorithms=[ALGORITHM],
+            leeway=leeway,
+            options={"require": ["exp", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise NotAuthorizedException("token expired") from None
+    except jwt.InvalidTokenError as error:
+        raise NotAuthorizedException(f"invalid token: {error}") from None
+    sub, tenant, scope = claims.get("sub"), claims.get("tenant"), claims.get("scope", "")
+    if not isinstance(sub, str) or not sub:
+        raise NotAuthorizedException("invalid token: sub must be a non-empty string")
+    if not isinstance(tenant, str) or not tenant:
+        raise NotAuthorizedException("invalid token: tenant must be a non-empty string")
+    if not isinstance(scope, str):
+        raise NotAuthorizedException("invalid token: scope must be a space-separated string")
+    return Identity(sub, tenant, frozenset(scope.split()))
+
+
+def middleware(secret: str, leeway: float) -> DefineMiddleware:
+    async def no_lookup(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+        return None  # never called: authenticate_token is replaced
+
+    return DefineMiddleware(
+        BearerMiddleware,
+        leeway=leeway,
+        algorithm=ALGORITHM,
+        auth_header="Authorization",
+        exclude=["^/schema"],
+        exclude_http_methods=["OPTIONS"],
+        exclude_opt_key=PUBLIC,
+        retrieve_user_handler=no_lookup,
+        scopes=None,
+        token_secret=secret,
+    )
+
+
+def identity(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
+    user = connection.scope.get("user")
+    assert isinstance(user, Identity), "route is not behind authentication"
+    return user
+
+
+def requires(*scopes: str) -> Any:
+    """A guard passing when the token holds any one of ``scopes``."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if identity(connection).scopes.isdisjoint(scopes):
+            raise PermissionDeniedException(f"this needs the scope {' or '.join(scopes)}")
+
+    return guard

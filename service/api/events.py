@@ -1,0 +1,185 @@
+"""Events: append one, append a batch, read a task's history, query and export a tenant's."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from service.api.auth import EVENTS_READ, READ, WRITE, identity, requires
+from service.api.requests import JSON, idempotency_key, json_body, negotiate
+from service.api.services import Services
+from service.domain.models import INT64_MAX, AppendEvent, Batch, BatchItem, is_task_id
+from service.domain.payload import check_event, validate
+from service.domain.problems import Problem, TaskNotFound, invalid
+from service.domain.state import StoredEvent
+from service.domain.wire import CSV_COLUMNS, encode, event_object, timestamp
+from service.store import appender
+from service.store.reader import EventFilter, EventPage
+
+NDJSON = "application/x-ndjson"
+CSV = "text/csv"
+
+After = Annotated[int, Parameter(ge=0, le=INT64_MAX, description="Only events with seq above this")]
+HistoryLimit = Annotated[int, Parameter(ge=1, le=10000)]
+
+
+def event_location(event: StoredEvent) -> str:
+    return f"/v1/tasks/{event.task_id}/events?after={event.seq - 1}&limit=1"
+
+
+def _page_body(page: EventPage) -> bytes:
+    return encode({"items": [event_object(e) for e in page.items], "next_after": page.next_after})
+
+
+class EventController(Controller):
+    tags = ("events",)
+
+    @post("/v1/tasks/{task_id:str}/events", guards=[requires(WRITE)], summary="Append an event")
+    async def append(
+        self, request: Request[Any, Any, Any], services: Services, task_id: str
+    ) -> Response[bytes]:
+        """201 with the event; a retry with the same ``Idempotency-Key`` answers 200."""
+        settings = services.settings
+        body = await json_body(request, settings.max_body_bytes)
+        key = idempotency_key(request)
+        spec = validate(AppendEvent, body)
+        checked = check_event(spec.type, spec.data, settings.max_event_bytes)
+        if not is_task_id(task_id):
+            raise TaskNotFound(f"task {task_id!r} does not exist")
+        command = appender.AppendEvent(
+            identity(request).tenant, task_id, checked, spec.expected_version, key
+        )
+        [outcome] = await services.appender.submit([command])
+        if isinstance(outcome, Problem):
+            raise outcome
+        return Response(
+            encode(event_object(outcome.event)),
+            status_code=200 if outcome.replayed else 201,
+            media_type=JSON,
+            headers={"Location": event_location(outcome.event)},
+        )
+
+    @post("/v1/events/batch", guards=[requires(WRITE)], status_code=200, summary="Append many")
+    async def batch(self, request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+        """Items apply in order and succeed or fail on their own; one result per item."""
+        settings = services.settings
+        envelope = validate(Batch, await json_body(request, settings.max_body_bytes))
+        tenant = identity(request).tenant
+        results: list[dict[str, Any] | None] = [None] * len(envelope.events)
+        commands: list[appender.Command] = []
+        positions: list[int] = []
+        for index, item in enumerate(envelope.events):
+            try:
+                spec = validate(BatchItem, item)
+                checked = check_event(spec.type, spec.data, settings.max_event_bytes)
+            except Problem as problem:
+                results[index] = {"status": problem.status, "error": problem.body()}
+                continue
+            commands.append(
+                appender.AppendEvent(
+                    tenant, spec.task_id, checked, spec.expected_version, spec.idempotency_key
+                )
+            )
+            positions.append(index)
+        outcomes = await services.appender.submit(commands) if commands else []
+        for index, outcome in zip(positions, outcomes, strict=True):
+            if isinstance(outcome, Problem):
+                results[index] = {"status": outcome.status, "error": outcome.body()}
+            else:
+                results[index] = {
+                    "status": 200 if outcome.replayed else 201,
+                    "event": event_object(outcome.event),
+                }
+        return Response(encode({"results": results}), media_type=JSON)
+
+    @get("/v1/tasks/{task_id:str}/events", guards=[requires(READ)], summary="A task's history")
+    async def history(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        task_id: str,
+        after: After = 0,
+        limit: HistoryLimit = 100,
+    ) -> Response[bytes]:
+        negotiate(request, [JSON])
+        if not is_task_id(task_id):
+            raise TaskNotFound(f"task {task_id!r} does not exist")
+        page = await services.reader.task_history(
+            identity(request).tenant, task_id, after=after, limit=limit
+        )
+        return Response(_page_body(page), media_type=JSON)
+
+    @get(
+        "/v1/events",
+        guards=[requires(EVENTS_READ)],
+        summary="Query or export the tenant's events",
+        description="JSON pages by default; `Accept: application/x-ndjson` or `text/csv` streams"
+        " the whole selection (ignoring `limit`).",
+    )
+    async def query(
+        self,
+        request: Request[Any, Any, Any],
+        services: Services,
+        task_id: list[str] | None = None,
+        event_type: Annotated[list[str] | None, Parameter(query="type")] = None,
+        kind: list[str] | None = None,
+        after: After = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: HistoryLimit = 100,
+    ) -> Response[bytes] | Stream:
+        media_type = negotiate(request, [JSON, NDJSON, CSV])
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None and moment.tzinfo is None:
+                raise invalid(name, "must carry a UTC offset or Z (RFC 3339)")
+        selection = EventFilter(
+            tenant=identity(request).tenant,
+            after=after,
+            # Ids outside the pattern cannot exist; "" stands for "matches nothing".
+            task_id=[t for t in task_id if is_task_id(t)] or [""] if task_id else [],
+            type=event_type or [],
+            kind=kind or [],
+            since=since,
+            until=until,
+        )
+        if media_type == NDJSON:
+            return Stream(_ndjson(services.reader.export(selection)), media_type=NDJSON)
+        if media_type == CSV:
+            return Stream(_csv(services.reader.export(selection)), media_type=CSV)
+        page = await services.reader.events(selection, limit=limit)
+        return Response(_page_body(page), media_type=JSON)
+
+
+async def _ndjson(chunks: AsyncIterator[list[StoredEvent]]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield b"".join(encode(event_object(event)) + b"\n" for event in chunk)
+
+
+async def _csv(chunks: AsyncIterator[list[StoredEvent]]) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    yield buffer.getvalue().encode()
+    async for chunk in chunks:
+        buffer.seek(0)
+        buffer.truncate()
+        for event in chunk:
+            writer.writerow(
+                (
+                    event.seq,
+                    event.task_id,
+                    event.tenant,
+                    event.version,
+                    event.type,
+                    event.data,
+                    timestamp(event.time),
+                )
+            )
+        yield buffer.getvalue().encode()

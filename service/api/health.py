@@ -1,0 +1,56 @@
+"""Liveness, readiness and the page at ``/``; all open without a token."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Response, get
+
+from service.api.auth import PUBLIC
+from service.api.requests import JSON
+from service.api.services import Services
+from service.domain.problems import NotReady
+from service.domain.wire import encode
+from service.store.migrate import schema_problem
+
+
+@get("/healthz", opt={PUBLIC: True}, summary="The process runs", tags=["operations"])
+async def healthz() -> Response[bytes]:
+    return Response(encode({"status": "ok"}), media_type=JSON)
+
+
+@get(
+    "/readyz",
+    opt={PUBLIC: True},
+    summary="The database answers at a current schema",
+    tags=["operations"],
+)
+async def readyz(services: Services) -> Response[bytes]:
+    """503 ``not_ready`` with the reason while the database is down or the schema is behind."""
+    try:
+        async with asyncio.timeout(services.settings.readiness_timeout_seconds):
+            async with services.database.connection() as connection:
+                problem = await schema_problem(connection)
+    except TimeoutError:
+        problem = "database did not answer in time"
+    except Exception as error:  # any failure to reach the database is the reason, not a 500
+        problem = f"database unreachable: {type(error).__name__}: {error}"
+    if problem is not None:
+        raise NotReady(problem)
+    return Response(encode({"status": "ready"}), media_type=JSON)
+
+
+INDEX = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>taskstream</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main><h1>taskstream</h1>
+<p>Task progress events on Postgres. The live dashboard will live here.</p>
+<p>API description: <a href="/schema/openapi.json">/schema/openapi.json</a>.
+Health: <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>.</p>
+</main></body></html>
+"""
+
+
+@get("/", opt={PUBLIC: True}, include_in_schema=False)
+async def index() -> Response[bytes]:
+    return Response(INDEX, media_type="text/html; charset=utf-8")

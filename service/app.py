@@ -1,0 +1,101 @@
+"""The composition root: builds the application and owns the lifetime of what it opens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from service.api import auth, problems
+from service.api.events import EventController
+from service.api.health import healthz, index, readyz
+from service.api.services import Services, provide_services
+from service.api.tasks import TaskController
+from service.domain.problems import invalid
+from service.settings import Settings
+from service.store.appender import Appender
+from service.store.database import Database
+from service.store.migrate import upgrade
+from service.store.reader import Reader
+
+log = logging.getLogger("taskstream")
+
+
+async def keep_migrating(database_url: str) -> None:
+    """Apply migrations, retrying while the database is unreachable; /readyz says why meanwhile."""
+    delay = 0.5
+    while True:
+        try:
+            await asyncio.to_thread(upgrade, database_url)
+            log.info("schema is at the latest migration")
+            return
+        except Exception as error:
+            log.warning("migration failed (%s); retrying in %.1fs", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def refuse_nul(request: Request[Any, Any, Any]) -> None:
+    """Postgres cannot store NUL in text, so a query value carrying one is refused up front."""
+    for name, value in request.query_params.items():
+        if "\x00" in value:
+            raise invalid(name, "NUL characters are not allowed")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings()
+    if not settings.database_url or not settings.jwt_secret:
+        raise ValueError(
+            "TASKSTREAM_DATABASE_URL and TASKSTREAM_JWT_SECRET must be set;"
+            " `taskstream serve` fills them in for development"
+        )
+    database_url = settings.database_url
+    database = Database(database_url, pool_size=settings.pool_size)
+    services = Services(
+        settings=settings,
+        database=database,
+        appender=Appender(
+            database, group_max=settings.append_group_max, committers=settings.append_committers
+        ),
+        reader=Reader(database),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        migrating = (
+            asyncio.create_task(keep_migrating(database_url)) if settings.auto_migrate else None
+        )
+        await services.appender.start()
+        try:
+            yield
+        finally:
+            if migrating is not None:
+                migrating.cancel()
+            await services.appender.close()
+            await database.close()
+
+    return Litestar(
+        route_handlers=[TaskController, EventController, healthz, readyz, index],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        state=State({"services": services}),
+        middleware=[auth.middleware(settings.jwt_secret, settings.jwt_leeway_seconds)],
+        exception_handlers={Exception: problems.handle},
+        before_request=refuse_nul,
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="taskstream",
+            version="1.0.0",
+            description="Task progress events: append, read, query, export.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+    )

@@ -1,0 +1,1 @@
+"""What a task is and how events change it: pure code, no I/O."""

@@ -1,0 +1,71 @@
+"""JSON as clients see it. Stored JSON text is spliced in as is, never decoded and re-encoded."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from service.domain.state import StoredEvent, TaskState
+
+encode = msgspec.json.Encoder().encode
+_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+def fingerprint(value: Any) -> str:
+    """Equal for equal JSON values, whatever their key order."""
+    return hashlib.sha256(_sorted(value)).hexdigest()
+
+
+def timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC, always with microseconds; the database hands out UTC datetimes."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _optional_time(value: datetime | None) -> str | None:
+    return None if value is None else timestamp(value)
+
+
+def _raw(text: str | None) -> msgspec.Raw | None:
+    return None if text is None else msgspec.Raw(text)
+
+
+def task_object(task: TaskState) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "tenant": task.tenant,
+        "kind": task.kind,
+        "title": task.title,
+        "status": task.status.value,
+        "percent": task.percent,
+        "done": task.done,
+        "total": task.total,
+        "message": task.message,
+        "stage": task.stage,
+        "result": _raw(task.result),
+        "error": _raw(task.error),
+        "metadata": _raw(task.metadata),
+        "version": task.version,
+        "last_seq": task.last_seq,
+        "created_at": timestamp(task.created_at),
+        "updated_at": timestamp(task.updated_at),
+        "started_at": _optional_time(task.started_at),
+        "finished_at": _optional_time(task.finished_at),
+    }
+
+
+def event_object(event: StoredEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "task_id": event.task_id,
+        "tenant": event.tenant,
+        "version": event.version,
+        "type": event.type,
+        "data": msgspec.Raw(event.data),
+        "time": timestamp(event.time),
+    }
+
+
+CSV_COLUMNS = ("seq", "task_id", "tenant", "version", "type", "data", "time")

@@ -1,0 +1,46 @@
+"""All configuration in one typed object, read from ``TASKSTREAM_*`` variables and ``.env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Built by the app factory and the CLI, never at import time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TASKSTREAM_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://user:pass@host:port/db; unset: an embedded development Postgres",
+    )
+    listen_database_url: str | None = Field(
+        default=None, description="Direct (not transaction-pooled) URL for LISTEN"
+    )
+    jwt_secret: str | None = Field(
+        default=None, description="HS256 secret; unset means one generated under data_dir"
+    )
+    data_dir: Path = Field(
+        default=Path(".taskstream"), description="Embedded Postgres and generated secret"
+    )
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    max_streams_per_subject: int = Field(default=20, ge=1)
+    max_event_bytes: int = Field(default=65536, ge=1024)
+    max_body_bytes: int = Field(default=8_388_608, ge=4096)
+    auto_migrate: bool = True
+    retry_ms: int = Field(default=2000, ge=0)
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0)
+
+    pool_size: int = Field(default=10, ge=1, description="Database connections per process")
+    append_group_max: int = Field(
+        default=2000, ge=1, description="Most events committed in one group transaction"
+    )
+    append_committers: int = Field(
+        default=2, ge=1, description="Group transactions in flight at once per process"
+    )
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)

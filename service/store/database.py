@@ -1,0 +1,62 @@
+"""Connections: URL forms for asyncpg and SQLAlchemy, and the pool the service runs on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://…`` → ``postgresql+asyncpg://…`` (other forms are passed through)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The plain libpq form asyncpg understands, whatever driver suffix the URL carries."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.startswith("postgresql+"):
+        return "postgresql://" + rest
+    return url
+
+
+def _as_text(value: str) -> str:
+    return value
+
+
+class Database:
+    """The process's connection pool.
+
+    SQLAlchemy owns pooling (sizing, pre-ping, disposal); the store talks to the asyncpg
+    connection underneath directly, because the append and read paths are the hot path and
+    asyncpg's prepared-statement cache and array binds matter there.
+    """
+
+    def __init__(self, url: str, *, pool_size: int) -> None:
+        self.engine: AsyncEngine = create_async_engine(
+            sqlalchemy_url(url),
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_pre_ping=True,
+            pool_timeout=10,
+            # JSON stays text end to end: it is spliced into responses, never decoded.
+            json_deserializer=_as_text,
+        )
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """An asyncpg connection checked out of the pool for the duration of the block."""
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            yield raw.driver_connection
+
+    def pool_status(self) -> str:
+        return self.engine.pool.status()
+
+    async def close(self) -> None:
+        await self.engine.dispose()

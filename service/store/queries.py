@@ -1,0 +1,153 @@
+"""Every SQL statement the service runs, by name. Nothing else in the package holds SQL.
+
+Statements take asyncpg's ``$n`` parameters; lists are bound as arrays and unnested so a whole
+group of events is written in one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+CHANNEL = "taskstream_events_v1"
+
+# Key of the transaction-scoped advisory lock that orders appends (see ASSIGN_POSITIONS).
+APPEND_LOCK_KEY = 0x7461736B_73657121  # "taskseq!"
+
+TASK_COLUMNS = (
+    "tenant, id, kind, title, status, percent, done, total, message, stage, result, error,"
+    " metadata, version, last_seq, created_at, updated_at, started_at, finished_at"
+)
+EVENT_COLUMNS = "seq, task_id, tenant, version, type, data, time"
+
+LOCK_TASKS = f"""
+SELECT {TASK_COLUMNS}
+FROM tasks
+WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+ORDER BY tenant, id
+FOR UPDATE
+"""
+
+FIND_EVENTS_BY_KEY = f"""
+SELECT {", ".join("events." + c for c in EVENT_COLUMNS.split(", "))}, idempotency_key
+FROM events
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, task_id, key)
+  ON events.tenant = k.tenant AND events.task_id = k.task_id AND events.idempotency_key = k.key
+"""
+
+# The original answer to a create is rebuilt from the task's first event.
+FIND_CREATES_BY_KEY = """
+SELECT t.create_key, t.create_fingerprint, e.seq, e.task_id, e.tenant, e.data, e.time
+FROM tasks t
+JOIN unnest($1::text[], $2::text[]) AS k(tenant, key)
+  ON t.tenant = k.tenant AND t.create_key = k.key
+JOIN events e ON e.tenant = t.tenant AND e.task_id = t.id AND e.version = 1
+"""
+
+# Why the lock: sequence values are taken at insert but transactions commit in any order, so
+# without it a reader polling "seq > last" could see 12 commit, move past it, and never see 11
+# commit later. Every appending transaction takes this one lock as its last step before taking
+# sequence values and holds it until commit, so positions are handed out in commit order: once
+# a reader sees n, everything below n is committed (or gone for good). Task rows are locked
+# before it (in a fixed order), so waiting for it never holds a lock another appender needs.
+# Times are read after the values are taken, under the lock, so time never decreases with seq.
+ASSIGN_POSITIONS = """
+SELECT nextval('events_seq') AS seq, clock_timestamp() AS time
+FROM (SELECT pg_advisory_xact_lock($1::bigint)) AS serialised, generate_series(1, $2::int)
+"""
+
+WRITE_GROUP = f"""
+WITH new_events AS (
+  INSERT INTO events (seq, tenant, task_id, kind, version, type, data, time, idempotency_key)
+  SELECT seq, tenant, task_id, kind, version, type, data::jsonb, time, idempotency_key
+  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+              $7::text[], $8::timestamptz[], $9::text[])
+    AS e(seq, tenant, task_id, kind, version, type, data, time, idempotency_key)
+), states AS (
+  SELECT * FROM unnest(
+    $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::float8[],
+    $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
+    $22::text[], $23::int[], $24::bigint[], $25::timestamptz[], $26::timestamptz[],
+    $27::timestamptz[], $28::timestamptz[], $29::text[], $30::text[], $31::bool[])
+  AS s(tenant, id, kind, title, status, percent, done, total, message, stage, result, error,
+       metadata, version, last_seq, created_at, updated_at, started_at, finished_at,
+       create_key, create_fingerprint, is_new)
+), new_tasks AS (
+  INSERT INTO tasks ({TASK_COLUMNS}, create_key, create_fingerprint)
+  SELECT tenant, id, kind, title, status, percent, done, total, message, stage, result::jsonb,
+         error::jsonb, metadata::jsonb, version, last_seq, created_at, updated_at, started_at,
+         finished_at, create_key, create_fingerprint
+  FROM states WHERE is_new
+), changed_tasks AS (
+  UPDATE tasks SET
+    status = s.status, percent = s.percent, done = s.done, total = s.total,
+    message = s.message, stage = s.stage, result = s.result::jsonb, error = s.error::jsonb,
+    version = s.version, last_seq = s.last_seq, updated_at = s.updated_at,
+    started_at = s.started_at, finished_at = s.finished_at
+  FROM states s
+  WHERE NOT s.is_new AND tasks.tenant = s.tenant AND tasks.id = s.id
+)
+SELECT pg_notify('{CHANNEL}', $32::text)
+"""
+
+GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND id = $2"
+
+TASK_EXISTS = "SELECT EXISTS (SELECT 1 FROM tasks WHERE tenant = $1 AND id = $2)"
+
+# The newest visible position: because positions are handed out in commit order, every event
+# at or below it is visible in the same snapshot.
+NEWEST_SEQ = "SELECT coalesce(max(seq), 0) FROM events"
+
+TASK_HISTORY = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE tenant = $1 AND task_id = $2 AND seq > $3
+ORDER BY seq
+LIMIT $4
+"""
+
+# Optional filters of the listing and history queries: each name maps to one fixed clause, so
+# every combination is a distinct prepared statement with a plan of its own.
+_TASK_FILTERS = {
+    "status": "status = ANY(${})",
+    "kind": "kind = ANY(${})",
+    "cursor": "(created_at, id) < (${}::timestamptz, ${}::text)",
+}
+_EVENT_FILTERS = {
+    "task_id": "task_id = ANY(${})",
+    "type": "type = ANY(${})",
+    "kind": "kind = ANY(${})",
+    "since": "time >= ${}",
+    "until": "time < ${}",
+}
+
+
+def _where(filters: dict[str, str], names: Iterable[str], first: int) -> tuple[str, int]:
+    clauses = []
+    number = first
+    for name in names:
+        template = filters[name]
+        count = template.count("{}")
+        clauses.append(template.format(*range(number, number + count)))
+        number += count
+    return "".join(f" AND {clause}" for clause in clauses), number
+
+
+def list_tasks(filters: Iterable[str]) -> str:
+    """Tasks of $1, newest first, then the given filters, with the limit last."""
+    where, limit = _where(_TASK_FILTERS, filters, 2)
+    return (
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1{where}"
+        f" ORDER BY created_at DESC, id DESC LIMIT ${limit}"
+    )
+
+
+def select_events(filters: Iterable[str], *, limited: bool) -> str:
+    """Events of $1 after position $2 in seq order, then the given filters, then the limit."""
+    where, limit = _where(_EVENT_FILTERS, filters, 3)
+    tail = f" LIMIT ${limit}" if limited else ""
+    return (
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1 AND seq > $2{where}"
+        f" ORDER BY seq{tail}"
+    )
+
+
+SCHEMA_CHECK_PING = "SELECT 1"
