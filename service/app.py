@@ -12,11 +12,11 @@ from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 
 from service.api import auth, problems
 from service.api.events import EventController
 from service.api.health import healthz, index, readyz
+from service.api.openapi import DocumentedJsonPlugin
 from service.api.services import Services, provide_services
 from service.api.tasks import TaskController
 from service.domain.problems import invalid
@@ -96,6 +96,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="1.0.0",
             description="Task progress events: append, read, query, export.",
             path="/schema",
-            render_plugins=[JsonRenderPlugin()],
+            render_plugins=[DocumentedJsonPlugin()],
         ),
     )

@@ -23,12 +23,14 @@ from service.domain.problems import (
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
+    NotReady,
     PayloadTooLarge,
     Problem,
     Unauthorized,
     ValidationFailed,
 )
 from service.domain.wire import encode
+from service.store.database import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ def as_problem(error: Exception) -> Problem:
         return _validation(error)
     if isinstance(error, HTTPException) and error.status_code < 500:
         return MalformedRequest(error.detail)
+    if isinstance(error, UNAVAILABLE):
+        return NotReady(f"database unavailable: {type(error).__name__}")
     log.error("unhandled error", exc_info=error)
     return InternalError("the service failed to handle the request; this is a bug")
 

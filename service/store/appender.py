@@ -36,14 +36,11 @@ from service.domain.problems import (
 )
 from service.domain.state import StoredEvent, TaskState, apply, created, task_from_row, transition
 from service.store import queries
-from service.store.database import Database
+from service.store.database import UNAVAILABLE, Database
 
 log = logging.getLogger(__name__)
 
 TaskKey = tuple[str, str]
-
-# Errors that say the database is unreachable rather than that it refused the data.
-UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+# Raised when the database cannot be reached (as opposed to refusing a statement): the service
+# answers 503 and the client retries, rather than a 500.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    PoolTimeout,
+    DBAPIError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionFailureError,
+)
 
 
 def sqlalchemy_url(url: str) -> str:
