@@ -30,7 +30,9 @@ def run_migrations(connection: Connection) -> None:
 async def run_async() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None, "set sqlalchemy.url on the alembic Config"
-    engine = create_async_engine(sqlalchemy_url(url))
+    # A short connect timeout: `serve` retries, and a shutdown must not wait a minute for a
+    # migration thread stuck connecting to a database that does not answer.
+    engine = create_async_engine(sqlalchemy_url(url), connect_args={"timeout": 5})
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_migrations)

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request
-from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -17,7 +16,7 @@ from service.api import auth, problems
 from service.api.events import EventController
 from service.api.health import healthz, index, readyz
 from service.api.openapi import DocumentedJsonPlugin
-from service.api.services import Services, provide_services
+from service.api.services import Services
 from service.api.tasks import TaskController
 from service.domain.problems import invalid
 from service.settings import Settings
@@ -43,7 +42,7 @@ async def keep_migrating(database_url: str) -> None:
             delay = min(delay * 2, 10.0)
 
 
-def refuse_nul(request: Request[Any, Any, Any]) -> None:
+async def refuse_nul(request: Request[Any, Any, Any]) -> None:
     """Postgres cannot store NUL in text, so a query value carrying one is refused up front."""
     for name, value in request.query_params.items():
         if "\x00" in value:
@@ -84,8 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[TaskController, EventController, healthz, readyz, index],
-        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
-        state=State({"services": services}),
+        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         middleware=[auth.middleware(settings.jwt_secret, settings.jwt_leeway_seconds)],
         exception_handlers={Exception: problems.handle},
         before_request=refuse_nul,

@@ -39,10 +39,8 @@ CREATE CONSTRAINT TRIGGER chaos AFTER INSERT ON events
 """
 
 # The mechanism removed: positions taken without the lock that orders them.
-WITHOUT_LOCK = """
-SELECT nextval('events_seq') AS seq, clock_timestamp() AS time
-FROM generate_series(1, $2::int) WHERE $1::bigint IS NOT NULL
-"""
+LOCK = "(SELECT pg_advisory_xact_lock($1::bigint)) AS serialised"
+WITHOUT_LOCK = queries.WRITE_GROUP.replace(LOCK, "(SELECT $1::bigint) AS serialised")
 
 
 async def _create_tasks(url: str) -> list[str]:
@@ -131,6 +129,7 @@ async def test_reader_sees_every_committed_event_in_order(database_url: str) -> 
 async def test_without_the_lock_a_reader_misses_events(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(queries, "ASSIGN_POSITIONS", WITHOUT_LOCK)
+    assert LOCK in queries.WRITE_GROUP
+    monkeypatch.setattr(queries, "WRITE_GROUP", WITHOUT_LOCK)
     seen, stored, _ = await _run(database_url)
     assert set(seen) < set(stored), "expected the reader to skip late commits"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ EVENTS_READ = "events:read"
 # Route option: the token may also come as ?access_token= (EventSource cannot set headers).
 TOKEN_IN_QUERY = "token_in_query"
 PUBLIC = "exclude_from_auth"
+
+TOKEN_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class BearerMiddleware(JWTAuthenticationMiddleware):
     def __init__(self, *args: Any, leeway: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.leeway = leeway
+        self._cache: dict[str, tuple[Identity, float]] = {}
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -63,12 +67,31 @@ class BearerMiddleware(JWTAuthenticationMiddleware):
     async def authenticate_token(
         self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        return AuthenticationResult(
-            user=decode(encoded_token, self.token_secret, self.leeway), auth=encoded_token
-        )
+        return AuthenticationResult(user=self._verified(encoded_token), auth=encoded_token)
+
+    def _verified(self, encoded: str) -> Identity:
+        """Verify a token, remembering good ones until they expire.
+
+        Workers send the same token with every append, and verifying an HS256 signature costs
+        more than the rest of the request's Python work; a token that verified once is the
+        same token the next time. The cache is bounded and expiry is checked on every use.
+        """
+        now = time.time()
+        cached = self._cache.get(encoded)
+        if cached is not None:
+            identity, expires = cached
+            if now <= expires + self.leeway:
+                return identity
+            del self._cache[encoded]
+        identity, expires = decode(encoded, self.token_secret, self.leeway)
+        if len(self._cache) >= TOKEN_CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[encoded] = (identity, expires)
+        return identity
 
 
-def decode(encoded: str, secret: str, leeway: float) -> Identity:
+def decode(encoded: str, secret: str, leeway: float) -> tuple[Identity, float]:
+    """The caller and the token's expiry, or NotAuthorizedException."""
     try:
         claims = jwt.decode(
             encoded,
@@ -88,7 +111,7 @@ def decode(encoded: str, secret: str, leeway: float) -> Identity:
         raise NotAuthorizedException("invalid token: tenant must be a non-empty string")
     if not isinstance(scope, str):
         raise NotAuthorizedException("invalid token: scope must be a space-separated string")
-    return Identity(sub, tenant, frozenset(scope.split()))
+    return Identity(sub, tenant, frozenset(scope.split())), float(claims["exp"])
 
 
 def middleware(secret: str, leeway: float) -> DefineMiddleware:
@@ -118,7 +141,8 @@ def identity(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
 def requires(*scopes: str) -> Any:
     """A guard passing when the token holds any one of ``scopes``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # A coroutine on purpose: Litestar runs synchronous guards in a worker thread.
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if identity(connection).scopes.isdisjoint(scopes):
             raise PermissionDeniedException(f"this needs the scope {' or '.join(scopes)}")
 

@@ -131,14 +131,11 @@ class EventController(Controller):
         event_type: Annotated[list[str] | None, Parameter(query="type")] = None,
         kind: list[str] | None = None,
         after: After = 0,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Annotated[str | None, Parameter(description="RFC 3339, inclusive")] = None,
+        until: Annotated[str | None, Parameter(description="RFC 3339, exclusive")] = None,
         limit: HistoryLimit = 100,
     ) -> Response[bytes] | Stream:
         media_type = negotiate(request, [JSON, NDJSON, CSV])
-        for name, moment in (("since", since), ("until", until)):
-            if moment is not None and moment.tzinfo is None:
-                raise invalid(name, "must carry a UTC offset or Z (RFC 3339)")
         selection = EventFilter(
             tenant=identity(request).tenant,
             after=after,
@@ -146,8 +143,8 @@ class EventController(Controller):
             task_id=[t for t in task_id if is_task_id(t)] or [""] if task_id else [],
             type=event_type or [],
             kind=kind or [],
-            since=since,
-            until=until,
+            since=rfc3339("since", since),
+            until=rfc3339("until", until),
         )
         if media_type == NDJSON:
             return Stream(_ndjson(services.reader.export(selection)), media_type=NDJSON)
@@ -155,6 +152,19 @@ class EventController(Controller):
             return Stream(_csv(services.reader.export(selection)), media_type=CSV)
         page = await services.reader.events(selection, limit=limit)
         return Response(_page_body(page), media_type=JSON)
+
+
+def rfc3339(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time with an offset; epoch numbers and bare dates are refused."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or "T" not in value.upper():
+        raise invalid(name, "expected an RFC 3339 date-time with offset, e.g. 2026-11-28T01:02:03Z")
+    return moment
 
 
 async def _ndjson(chunks: AsyncIterator[list[StoredEvent]]) -> AsyncIterator[bytes]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from litestar.datastructures import State
 
 from service.settings import Settings
 from service.store.appender import Appender
@@ -19,9 +16,3 @@ class Services:
     database: Database
     appender: Appender
     reader: Reader
-
-
-def provide_services(state: State) -> Services:
-    services: Any = state.services
-    assert isinstance(services, Services)
-    return services

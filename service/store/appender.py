@@ -3,7 +3,7 @@
 Each request hands its commands to a queue and waits. A committer takes everything queued (up
 to ``group_max`` events) and commits it in one transaction: lock the task rows in a fixed order,
 validate every command in Python against the locked state, take positions under the global
-lock (see ``queries.ASSIGN_POSITIONS``), write all events and task rows in one statement, commit.
+lock and write all events and task rows in one statement (``queries.WRITE_GROUP``), commit.
 The commit and the NOTIFY, which serialise every appender in Postgres, are paid once per group
 instead of once per event.
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from service.domain.models import CreatedData, EventType, TaskStatus
+from service.domain.models import CreatedData, TaskStatus
 from service.domain.payload import CheckedEvent
 from service.domain.problems import (
     InternalError,
@@ -91,6 +91,7 @@ class _Pending:
 
     command: Command
     version: int
+    ordinal: int = 0
     event: StoredEvent | None = None
     task: TaskState | None = None
 
@@ -313,60 +314,96 @@ class _Group:
         return plan
 
     async def _write(self, pending: list[_Pending]) -> None:
-        positions = sorted(
-            await self.connection.fetch(
-                queries.ASSIGN_POSITIONS, queries.APPEND_LOCK_KEY, len(pending)
-            )
-        )
+        """Fold with ordinals for positions, then take positions and write in one statement."""
         new_tasks: set[TaskKey] = set()
-        for step, (seq, time) in zip(pending, positions, strict=True):
-            self._fold(step, seq, time, new_tasks)
-        events = [step.event for step in pending if step.event is not None]
-        tasks = [self.states[key] for key in sorted({(e.tenant, e.task_id) for e in events})]
+        for ordinal, step in enumerate(pending, start=1):
+            self._fold(step, ordinal, new_tasks)
+        touched = sorted({(s.command.tenant, s.command.task_id) for s in pending})
+        tasks = [self.states[key] for key in touched]
         creates = {
             (s.command.tenant, s.command.task_id): s.command
             for s in pending
             if isinstance(s.command, CreateTask)
         }
-        await self.connection.execute(
+        rows = await self.connection.fetch(
             queries.WRITE_GROUP,
-            [e.seq for e in events],
-            [e.tenant for e in events],
-            [e.task_id for e in events],
-            [self.states[(e.tenant, e.task_id)].kind for e in events],
-            [e.version for e in events],
-            [e.type for e in events],
-            [e.data for e in events],
-            [e.time for e in events],
+            queries.APPEND_LOCK_KEY,
+            len(pending),
+            [s.command.tenant for s in pending],
+            [s.command.task_id for s in pending],
+            [self.states[(s.command.tenant, s.command.task_id)].kind for s in pending],
+            [s.version for s in pending],
+            [_event_type(s.command) for s in pending],
+            [_event_data(s.command) for s in pending],
             [_event_key(s.command) for s in pending],
-            *_columns(tasks),
-            [
-                creates[(t.tenant, t.id)].idempotency_key if (t.tenant, t.id) in creates else None
-                for t in tasks
-            ],
-            [
-                creates[(t.tenant, t.id)].fingerprint if (t.tenant, t.id) in creates else None
-                for t in tasks
-            ],
-            [(t.tenant, t.id) in new_tasks for t in tasks],
-            str(positions[-1][0]),
+            *_task_columns(tasks),
+            [creates[key].idempotency_key if key in creates else None for key in touched],
+            [creates[key].fingerprint if key in creates else None for key in touched],
+            [key in new_tasks for key in touched],
         )
+        positions = [(row["seq"], row["time"]) for row in rows]
+        for step in pending:
+            command = step.command
+            seq, time = positions[step.ordinal - 1]
+            step.event = StoredEvent(
+                seq,
+                command.task_id,
+                command.tenant,
+                step.version,
+                _event_type(command),
+                _event_data(command),
+                time,
+            )
+            if step.task is not None:
+                step.task = _resolve(step.task, positions)
 
-    def _fold(self, step: _Pending, seq: int, time: datetime, new_tasks: set[TaskKey]) -> None:
+    def _fold(self, step: _Pending, ordinal: int, new_tasks: set[TaskKey]) -> None:
         command = step.command
         key = (command.tenant, command.task_id)
+        step.ordinal = ordinal
+        seq, time = ordinal, _placeholder(ordinal)
         if isinstance(command, CreateTask):
             state = created(command.tenant, command.task_id, command.data, seq, time)
             new_tasks.add(key)
             step.task = state
-            event_type, data_json = EventType.CREATED.value, command.data_json
         else:
             state = apply(self.states[key], command.event.type, command.event.data, seq, time)
-            event_type, data_json = command.event.type.value, command.event.data_json
         self.states[key] = state
-        step.event = StoredEvent(
-            seq, command.task_id, command.tenant, step.version, event_type, data_json, time
-        )
+
+
+# The fold runs before positions exist: it is given ordinals within the group as ``seq`` and
+# instants in year 1 as times, which WRITE_GROUP and _resolve replace by the real positions.
+_ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _placeholder(ordinal: int) -> datetime:
+    return _ORIGIN + ordinal * _MICROSECOND
+
+
+def _ordinal(value: datetime | None) -> int | None:
+    return None if value is None or value.year != 1 else (value - _ORIGIN) // _MICROSECOND
+
+
+def _real(value: datetime | None) -> datetime | None:
+    return None if value is None or value.year == 1 else value
+
+
+def _resolve(state: TaskState, positions: list[tuple[int, datetime]]) -> TaskState:
+    def time(value: datetime | None) -> datetime | None:
+        ordinal = _ordinal(value)
+        return value if ordinal is None else positions[ordinal - 1][1]
+
+    created_at, updated_at = time(state.created_at), time(state.updated_at)
+    assert created_at is not None and updated_at is not None
+    return replace(
+        state,
+        last_seq=positions[state.last_seq - 1][0],
+        created_at=created_at,
+        updated_at=updated_at,
+        started_at=time(state.started_at),
+        finished_at=time(state.finished_at),
+    )
 
 
 def _same_body(
@@ -384,8 +421,16 @@ def _event_key(command: Command) -> str | None:
     return command.idempotency_key if isinstance(command, AppendEvent) else None
 
 
-def _columns(tasks: list[TaskState]) -> list[list[Any]]:
-    """TaskState fields as column arrays, in ``TASK_COLUMNS`` order."""
+def _event_type(command: Command) -> str:
+    return command.event.type.value if isinstance(command, AppendEvent) else "created"
+
+
+def _event_data(command: Command) -> str:
+    return command.event.data_json if isinstance(command, AppendEvent) else command.data_json
+
+
+def _task_columns(tasks: list[TaskState]) -> list[list[Any]]:
+    """Task states as the column arrays WRITE_GROUP unnests into ``states``."""
     return [
         [t.tenant for t in tasks],
         [t.id for t in tasks],
@@ -402,10 +447,12 @@ def _columns(tasks: list[TaskState]) -> list[list[Any]]:
         [t.metadata for t in tasks],
         [t.version for t in tasks],
         [t.last_seq for t in tasks],
-        [t.created_at for t in tasks],
-        [t.updated_at for t in tasks],
-        [t.started_at for t in tasks],
-        [t.finished_at for t in tasks],
+        [_real(t.created_at) for t in tasks],
+        [_ordinal(t.created_at) for t in tasks],
+        [_real(t.started_at) for t in tasks],
+        [_ordinal(t.started_at) for t in tasks],
+        [_real(t.finished_at) for t in tasks],
+        [_ordinal(t.finished_at) for t in tasks],
     ]
 
 

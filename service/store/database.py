@@ -57,7 +57,6 @@ class Database:
             sqlalchemy_url(url),
             pool_size=pool_size,
             max_overflow=0,
-            pool_pre_ping=True,
             pool_timeout=10,
             # JSON stays text end to end: it is spliced into responses, never decoded.
             json_deserializer=_as_text,
@@ -65,10 +64,18 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
-        """An asyncpg connection checked out of the pool for the duration of the block."""
+        """An asyncpg connection checked out of the pool for the duration of the block.
+
+        No ping on checkout (a round trip on every request); instead a connection that fails
+        with a connection-level error is discarded rather than returned to the pool.
+        """
         async with self.engine.connect() as connection:
             raw = await connection.get_raw_connection()
-            yield raw.driver_connection
+            try:
+                yield raw.driver_connection
+            except UNAVAILABLE:
+                await connection.invalidate()
+                raise
 
     def pool_status(self) -> str:
         return self.engine.pool.status()

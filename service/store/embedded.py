@@ -211,7 +211,7 @@ def start(data_dir: Path) -> EmbeddedPostgres:
     )
     try:
         asyncio.run(_ensure_database(embedded.socket_dir))
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise EmbeddedPostgresError(
             f"the embedded Postgres in {pgdata} does not answer on {embedded.socket_dir}: "
             f"{exc!r}; its log is {embedded.log_file}"

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 CHANNEL = "taskstream_events_v1"
 
-# Key of the transaction-scoped advisory lock that orders appends (see ASSIGN_POSITIONS).
+# Key of the transaction-scoped advisory lock that orders appends (see WRITE_GROUP).
 APPEND_LOCK_KEY = 0x7461736B_73657121  # "taskseq!"
 
 TASK_COLUMNS = (
@@ -45,32 +45,47 @@ JOIN events e ON e.tenant = t.tenant AND e.task_id = t.id AND e.version = 1
 
 # Why the lock: sequence values are taken at insert but transactions commit in any order, so
 # without it a reader polling "seq > last" could see 12 commit, move past it, and never see 11
-# commit later. Every appending transaction takes this one lock as its last step before taking
+# commit later. Every appending transaction takes this one lock as the last step before taking
 # sequence values and holds it until commit, so positions are handed out in commit order: once
 # a reader sees n, everything below n is committed (or gone for good). Task rows are locked
-# before it (in a fixed order), so waiting for it never holds a lock another appender needs.
-# Times are read after the values are taken, under the lock, so time never decreases with seq.
-ASSIGN_POSITIONS = """
-SELECT nextval('events_seq') AS seq, clock_timestamp() AS time
-FROM (SELECT pg_advisory_xact_lock($1::bigint)) AS serialised, generate_series(1, $2::int)
-"""
-
+# before it (LOCK_TASKS, in a fixed order), so the holder never waits for a row lock and two
+# appenders never deadlock. The lock is in a subquery every position row is joined with, so it
+# is taken before the first nextval; each time is read after its nextval, under the lock, so
+# time never decreases as seq increases.
+#
+# Everything else is written in the same statement: the events, then the task rows, whose
+# position-dependent columns (last_seq, updated_at, created/started/finished_at) arrive as
+# ordinals into this group's positions, because the fold ran before positions existed.
 WRITE_GROUP = f"""
-WITH new_events AS (
+WITH positions AS MATERIALIZED (
+  SELECT ord, nextval('events_seq') AS seq, clock_timestamp() AS time
+  FROM (SELECT pg_advisory_xact_lock($1::bigint)) AS serialised,
+       generate_series(1, $2::int) AS ord
+  ORDER BY ord
+), new_events AS (
   INSERT INTO events (seq, tenant, task_id, kind, version, type, data, time, idempotency_key)
-  SELECT seq, tenant, task_id, kind, version, type, data::jsonb, time, idempotency_key
-  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-              $7::text[], $8::timestamptz[], $9::text[])
-    AS e(seq, tenant, task_id, kind, version, type, data, time, idempotency_key)
+  SELECT p.seq, e.tenant, e.task_id, e.kind, e.version, e.type, e.data::jsonb, p.time,
+         e.idempotency_key
+  FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
+    WITH ORDINALITY AS e(tenant, task_id, kind, version, type, data, idempotency_key, ord)
+  JOIN positions p ON p.ord = e.ord
 ), states AS (
-  SELECT * FROM unnest(
+  SELECT s.*, last.seq AS last_seq, last.time AS updated_at,
+         coalesce(s.created_value, created.time) AS created_at,
+         coalesce(s.started_value, started.time) AS started_at,
+         coalesce(s.finished_value, finished.time) AS finished_at
+  FROM unnest(
     $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::float8[],
     $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
-    $22::text[], $23::int[], $24::bigint[], $25::timestamptz[], $26::timestamptz[],
-    $27::timestamptz[], $28::timestamptz[], $29::text[], $30::text[], $31::bool[])
+    $22::text[], $23::int[], $24::int[], $25::timestamptz[], $26::int[], $27::timestamptz[],
+    $28::int[], $29::timestamptz[], $30::int[], $31::text[], $32::text[], $33::bool[])
   AS s(tenant, id, kind, title, status, percent, done, total, message, stage, result, error,
-       metadata, version, last_seq, created_at, updated_at, started_at, finished_at,
-       create_key, create_fingerprint, is_new)
+       metadata, version, last_ord, created_value, created_ord, started_value, started_ord,
+       finished_value, finished_ord, create_key, create_fingerprint, is_new)
+  JOIN positions last ON last.ord = s.last_ord
+  LEFT JOIN positions created ON created.ord = s.created_ord
+  LEFT JOIN positions started ON started.ord = s.started_ord
+  LEFT JOIN positions finished ON finished.ord = s.finished_ord
 ), new_tasks AS (
   INSERT INTO tasks ({TASK_COLUMNS}, create_key, create_fingerprint)
   SELECT tenant, id, kind, title, status, percent, done, total, message, stage, result::jsonb,
@@ -85,8 +100,10 @@ WITH new_events AS (
     started_at = s.started_at, finished_at = s.finished_at
   FROM states s
   WHERE NOT s.is_new AND tasks.tenant = s.tenant AND tasks.id = s.id
+), notified AS (
+  SELECT pg_notify('{CHANNEL}', max(seq)::text) FROM positions
 )
-SELECT pg_notify('{CHANNEL}', $32::text)
+SELECT p.seq, p.time FROM positions p, notified ORDER BY p.ord
 """
 
 GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND id = $2"
