@@ -155,11 +155,12 @@ def _migrate(args: argparse.Namespace) -> int:
 async def _current_revision(url: str) -> str:
     import asyncpg
 
+    from service.store import queries
     from service.store.database import asyncpg_dsn
 
     connection = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
     try:
-        revision = await connection.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+        revision = await connection.fetchval(queries.CURRENT_REVISION)
     finally:
         await connection.close()
     return str(revision) if revision is not None else "(none)"

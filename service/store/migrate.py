@@ -9,6 +9,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from service.store import queries
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
@@ -45,10 +47,9 @@ async def schema_problem(connection: Any) -> str | None:
     A revision this build does not know is assumed newer (a rolling upgrade ran migrations of
     the next release), which the running build can still serve.
     """
-    exists = await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
-    if not exists:
+    if not await connection.fetchval(queries.SCHEMA_VERSIONED):
         return "schema not migrated: no alembic_version table"
-    current = await connection.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+    current = await connection.fetchval(queries.CURRENT_REVISION)
     if current is None:
         return "schema not migrated"
     head = head_revision()

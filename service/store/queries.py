@@ -167,4 +167,6 @@ def select_events(filters: Iterable[str], *, limited: bool) -> str:
     )
 
 
-SCHEMA_CHECK_PING = "SELECT 1"
+SCHEMA_VERSIONED = "SELECT to_regclass('alembic_version') IS NOT NULL"
+
+CURRENT_REVISION = "SELECT version_num FROM alembic_version LIMIT 1"

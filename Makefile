@@ -1,0 +1,42 @@
+# taskstream: everything runs through uv from the lock file (uv.lock).
+# `make` alone lists the targets.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+# uv on PATH if there is one, else the module that `pip install uv` puts beside $(PYTHON).
+UV ?= $(shell uv --version >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
+# Extra arguments: make run ARGS="--port 9000 --workers 2", make test ARGS="-k stream -x"
+ARGS ?=
+
+.PHONY: help install run test lint fmt migrate bench
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## install uv if missing (pip install uv), then the locked dependencies into .venv
+	@uv --version >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
+		|| { echo "uv not found: pip install uv"; $(PYTHON) -m pip install --quiet uv; }
+	$(UV) sync --frozen
+
+run: install ## start the service (embedded dev Postgres when TASKSTREAM_DATABASE_URL is unset)
+	$(UV) run --frozen taskstream serve $(ARGS)
+
+test: install ## run the test suite
+	$(UV) run --frozen pytest $(ARGS)
+
+lint: install ## ruff check, ruff format --check, mypy --strict
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy --strict service
+
+fmt: install ## apply ruff's fixes and formatting
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+migrate: install ## apply pending migrations to TASKSTREAM_DATABASE_URL (or the embedded dev Postgres)
+	$(UV) run --frozen taskstream migrate
+
+bench: install ## run the append benchmark (bench/append.py)
+	$(UV) run --frozen python bench/append.py $(ARGS)
