@@ -16,10 +16,10 @@ from service.api.auth import EVENTS_READ, READ, WRITE, identity, requires
 from service.api.requests import JSON, idempotency_key, json_body, negotiate
 from service.api.services import Services
 from service.domain.models import INT64_MAX, AppendEvent, Batch, BatchItem, is_task_id
-from service.domain.payload import check_event, validate
+from service.domain.payload import check, check_event, validate
 from service.domain.problems import Problem, TaskNotFound, invalid
 from service.domain.state import StoredEvent
-from service.domain.wire import CSV_COLUMNS, encode, event_object, timestamp
+from service.domain.wire import CSV_COLUMNS, encode, event_object, parse_timestamp, timestamp
 from service.store import appender
 from service.store.reader import EventFilter, EventPage
 
@@ -70,13 +70,15 @@ class EventController(Controller):
     async def batch(self, request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
         """Items apply in order and succeed or fail on their own; one result per item."""
         settings = services.settings
-        envelope = validate(Batch, await json_body(request, settings.max_body_bytes))
+        body = await json_body(request, settings.max_body_bytes, checked=False)
+        envelope = validate(Batch, body)
         tenant = identity(request).tenant
         results: list[dict[str, Any] | None] = [None] * len(envelope.events)
         commands: list[appender.Command] = []
         positions: list[int] = []
         for index, item in enumerate(envelope.events):
             try:
+                check(item, depth=2)  # an item sits two levels below the body
                 spec = validate(BatchItem, item)
                 checked = check_event(spec.type, spec.data, settings.max_event_bytes)
             except Problem as problem:
@@ -155,14 +157,10 @@ class EventController(Controller):
 
 
 def rfc3339(name: str, value: str | None) -> datetime | None:
-    """An RFC 3339 date-time with an offset; epoch numbers and bare dates are refused."""
     if value is None:
         return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or "T" not in value.upper():
+    moment = parse_timestamp(value)
+    if moment is None:
         raise invalid(name, "expected an RFC 3339 date-time with offset, e.g. 2026-11-28T01:02:03Z")
     return moment
 

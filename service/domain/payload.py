@@ -33,22 +33,32 @@ class _Refused(Exception):
         self.path: list[str] = []
 
 
-def decode_json(body: bytes) -> Any:
-    """Parse a JSON body; malformed is 400, parseable but unacceptable is 422."""
+def decode_json(body: bytes, *, checked: bool = True) -> Any:
+    """Parse a JSON body; malformed is 400, parseable but unacceptable is 422.
+
+    ``checked=False`` leaves the storability checks to the caller (a batch checks each item on
+    its own, so one bad item fails alone).
+    """
     try:
         value = msgspec.json.decode(body)
     except RecursionError:
         raise invalid("body", f"nesting deeper than {MAX_DEPTH} levels") from None
     except msgspec.ValidationError as error:
         raise invalid("body", str(error)) from None
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise MalformedRequest(f"malformed JSON: {error}") from None
+    if checked:
+        check(value)
+    return value
+
+
+def check(value: Any, *, depth: int = 0) -> None:
+    """Refuse what Postgres cannot store: NUL, unpaired surrogates, non-finite numbers, depth."""
     try:
-        _check(value, 0)
+        _check(value, depth)
     except _Refused as refused:
         field = ".".join(reversed(refused.path)) or "body"
         raise invalid(field, refused.message) from None
-    return value
 
 
 def _check(value: Any, depth: int) -> None:

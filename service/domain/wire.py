@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -22,6 +22,17 @@ def fingerprint(value: Any) -> str:
 def timestamp(value: datetime) -> str:
     """RFC 3339 in UTC, always with microseconds; the database hands out UTC datetimes."""
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    """An RFC 3339 date-time with an offset, in UTC; None for anything else or out of range."""
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None or "T" not in value.upper():
+            return None
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _optional_time(value: datetime | None) -> str | None:

@@ -14,6 +14,7 @@ import msgspec
 from service.domain.models import is_task_id
 from service.domain.problems import TaskNotFound, invalid
 from service.domain.state import StoredEvent, TaskState, task_from_row
+from service.domain.wire import parse_timestamp
 from service.store import queries
 from service.store.database import Database
 
@@ -64,15 +65,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at, task_id = msgspec.json.decode(
             base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         )
-        moment = datetime.fromisoformat(created_at)
-    except (ValueError, TypeError, binascii.Error, msgspec.DecodeError):
-        moment, task_id = None, None
-    if (
-        moment is None
-        or moment.tzinfo is None
-        or not isinstance(task_id, str)
-        or not is_task_id(task_id)
-    ):
+    except (ValueError, TypeError, RecursionError, binascii.Error, msgspec.DecodeError):
+        created_at, task_id = None, None
+    moment = parse_timestamp(created_at) if isinstance(created_at, str) else None
+    if moment is None or not isinstance(task_id, str) or not is_task_id(task_id):
         raise invalid("cursor", "not a cursor this service handed out")
     return moment, task_id
 
