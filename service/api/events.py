@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import Parameter
-from litestar.response import Stream
+from litestar.response.base import ASGIResponse
+from litestar.response.streaming import ASGIStreamingResponse
 
 from service.api.auth import EVENTS_READ, READ, WRITE, identity, requires
-from service.api.requests import JSON, idempotency_key, json_body, negotiate
+from service.api.requests import idempotency_key, json_body, negotiate
+from service.api.responses import JSON, json_response
 from service.api.services import Services
 from service.domain.models import INT64_MAX, AppendEvent, Batch, BatchItem, is_task_id
 from service.domain.payload import check, check_event, validate
@@ -41,10 +43,10 @@ def _page_body(page: EventPage) -> bytes:
 class EventController(Controller):
     tags = ("events",)
 
-    @post("/v1/tasks/{task_id:str}/events", guards=[requires(WRITE)], summary="Append an event")
+    @post("/v1/tasks/{task_id:str}/events", opt=requires(WRITE), summary="Append an event")
     async def append(
         self, request: Request[Any, Any, Any], services: Services, task_id: str
-    ) -> Response[bytes]:
+    ) -> ASGIResponse:
         """201 with the event; a retry with the same ``Idempotency-Key`` answers 200."""
         settings = services.settings
         body = await json_body(request, settings.max_body_bytes)
@@ -59,15 +61,14 @@ class EventController(Controller):
         [outcome] = await services.appender.submit([command])
         if isinstance(outcome, Problem):
             raise outcome
-        return Response(
+        return json_response(
             encode(event_object(outcome.event)),
-            status_code=200 if outcome.replayed else 201,
-            media_type=JSON,
+            status=200 if outcome.replayed else 201,
             headers={"Location": event_location(outcome.event)},
         )
 
-    @post("/v1/events/batch", guards=[requires(WRITE)], status_code=200, summary="Append many")
-    async def batch(self, request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+    @post("/v1/events/batch", opt=requires(WRITE), status_code=200, summary="Append many")
+    async def batch(self, request: Request[Any, Any, Any], services: Services) -> ASGIResponse:
         """Items apply in order and succeed or fail on their own; one result per item."""
         settings = services.settings
         body = await json_body(request, settings.max_body_bytes, checked=False)
@@ -99,9 +100,9 @@ class EventController(Controller):
                     "status": 200 if outcome.replayed else 201,
                     "event": event_object(outcome.event),
                 }
-        return Response(encode({"results": results}), media_type=JSON)
+        return json_response(encode({"results": results}))
 
-    @get("/v1/tasks/{task_id:str}/events", guards=[requires(READ)], summary="A task's history")
+    @get("/v1/tasks/{task_id:str}/events", opt=requires(READ), summary="A task's history")
     async def history(
         self,
         request: Request[Any, Any, Any],
@@ -109,18 +110,18 @@ class EventController(Controller):
         task_id: str,
         after: After = 0,
         limit: HistoryLimit = 100,
-    ) -> Response[bytes]:
+    ) -> ASGIResponse:
         negotiate(request, [JSON])
         if not is_task_id(task_id):
             raise TaskNotFound(f"task {task_id!r} does not exist")
         page = await services.reader.task_history(
             identity(request).tenant, task_id, after=after, limit=limit
         )
-        return Response(_page_body(page), media_type=JSON)
+        return json_response(_page_body(page))
 
     @get(
         "/v1/events",
-        guards=[requires(EVENTS_READ)],
+        opt=requires(EVENTS_READ),
         summary="Query or export the tenant's events",
         description="JSON pages by default; `Accept: application/x-ndjson` or `text/csv` streams"
         " the whole selection (ignoring `limit`).",
@@ -136,7 +137,7 @@ class EventController(Controller):
         since: Annotated[str | None, Parameter(description="RFC 3339, inclusive")] = None,
         until: Annotated[str | None, Parameter(description="RFC 3339, exclusive")] = None,
         limit: HistoryLimit = 100,
-    ) -> Response[bytes] | Stream:
+    ) -> ASGIResponse:
         media_type = negotiate(request, [JSON, NDJSON, CSV])
         selection = EventFilter(
             tenant=identity(request).tenant,
@@ -149,11 +150,15 @@ class EventController(Controller):
             until=rfc3339("until", until),
         )
         if media_type == NDJSON:
-            return Stream(_ndjson(services.reader.export(selection)), media_type=NDJSON)
+            return ASGIStreamingResponse(
+                iterator=_ndjson(services.reader.export(selection)), media_type=NDJSON
+            )
         if media_type == CSV:
-            return Stream(_csv(services.reader.export(selection)), media_type=CSV)
+            return ASGIStreamingResponse(
+                iterator=_csv(services.reader.export(selection)), media_type=CSV
+            )
         page = await services.reader.events(selection, limit=limit)
-        return Response(_page_body(page), media_type=JSON)
+        return json_response(_page_body(page))
 
 
 def rfc3339(name: str, value: str | None) -> datetime | None:

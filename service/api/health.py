@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from litestar import Response, get
+from litestar import get
+from litestar.response.base import ASGIResponse
 
 from service.api.auth import PUBLIC
-from service.api.requests import JSON
+from service.api.responses import json_response
 from service.api.services import Services
 from service.domain.problems import NotReady
 from service.domain.wire import encode
@@ -15,8 +16,8 @@ from service.store.migrate import schema_problem
 
 
 @get("/healthz", opt={PUBLIC: True}, summary="The process runs", tags=["operations"])
-async def healthz() -> Response[bytes]:
-    return Response(encode({"status": "ok"}), media_type=JSON)
+async def healthz() -> ASGIResponse:
+    return json_response(encode({"status": "ok"}))
 
 
 @get(
@@ -25,7 +26,7 @@ async def healthz() -> Response[bytes]:
     summary="The database answers at a current schema",
     tags=["operations"],
 )
-async def readyz(services: Services) -> Response[bytes]:
+async def readyz(services: Services) -> ASGIResponse:
     """503 ``not_ready`` with the reason while the database is down or the schema is behind."""
     try:
         async with asyncio.timeout(services.settings.readiness_timeout_seconds):
@@ -37,7 +38,7 @@ async def readyz(services: Services) -> Response[bytes]:
         problem = f"database unreachable: {type(error).__name__}: {error}"
     if problem is not None:
         raise NotReady(problem)
-    return Response(encode({"status": "ready"}), media_type=JSON)
+    return json_response(encode({"status": "ready"}))
 
 
 INDEX = b"""<!doctype html>
@@ -52,5 +53,5 @@ Health: <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>.</p>
 
 
 @get("/", opt={PUBLIC: True}, include_in_schema=False)
-async def index() -> Response[bytes]:
-    return Response(INDEX, media_type="text/html; charset=utf-8")
+async def index() -> ASGIResponse:
+    return ASGIResponse(body=INDEX, media_type="text/html; charset=utf-8")

@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request
 
+from service.api.responses import JSON
 from service.domain.payload import decode_json
 from service.domain.problems import (
     NotAcceptable,
@@ -15,7 +16,6 @@ from service.domain.problems import (
     ValidationFailed,
 )
 
-JSON = "application/json"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import Parameter
+from litestar.response.base import ASGIResponse
 
 from service.api.auth import READ, WRITE, identity, requires
-from service.api.requests import JSON, idempotency_key, json_body, negotiate
+from service.api.requests import idempotency_key, json_body, negotiate
+from service.api.responses import JSON, json_response
 from service.api.services import Services
 from service.domain.models import CreatedData, CreateTask, TaskStatus, is_task_id
 from service.domain.payload import validate
@@ -28,8 +30,8 @@ class TaskController(Controller):
     path = "/v1/tasks"
     tags = ("tasks",)
 
-    @post("/", guards=[requires(WRITE)], summary="Create a task")
-    async def create(self, request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+    @post("/", opt=requires(WRITE), summary="Create a task")
+    async def create(self, request: Request[Any, Any, Any], services: Services) -> ASGIResponse:
         """Appends the task's ``created`` event. With ``Idempotency-Key``, a retry answers 200."""
         caller = identity(request)
         settings = services.settings
@@ -57,24 +59,23 @@ class TaskController(Controller):
         if isinstance(outcome, Problem):
             raise outcome
         assert outcome.task is not None
-        return Response(
+        return json_response(
             encode(task_object(outcome.task)),
-            status_code=200 if outcome.replayed else 201,
-            media_type=JSON,
+            status=200 if outcome.replayed else 201,
             headers={"Location": task_location(outcome.task.id)},
         )
 
-    @get("/{task_id:str}", guards=[requires(READ)], summary="Read a task")
+    @get("/{task_id:str}", opt=requires(READ), summary="Read a task")
     async def read(
         self, request: Request[Any, Any, Any], services: Services, task_id: str
-    ) -> Response[bytes]:
+    ) -> ASGIResponse:
         negotiate(request, [JSON])
         if not is_task_id(task_id):
             raise TaskNotFound(f"task {task_id!r} does not exist")
         task = await services.reader.task(identity(request).tenant, task_id)
-        return Response(encode(task_object(task)), media_type=JSON)
+        return json_response(encode(task_object(task)))
 
-    @get("/", guards=[requires(READ)], summary="List tasks, newest first")
+    @get("/", opt=requires(READ), summary="List tasks, newest first")
     async def list(
         self,
         request: Request[Any, Any, Any],
@@ -83,7 +84,7 @@ class TaskController(Controller):
         kind: list[str] | None = None,
         cursor: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-    ) -> Response[bytes]:
+    ) -> ASGIResponse:
         negotiate(request, [JSON])
         page = await services.reader.tasks(
             identity(request).tenant,
@@ -97,4 +98,4 @@ class TaskController(Controller):
             "next_cursor": page.next_cursor,
             "as_of_seq": page.as_of_seq,
         }
-        return Response(encode(body), media_type=JSON)
+        return json_response(encode(body))
