@@ -111,9 +111,25 @@ async def _run(url: str) -> tuple[list[int], list[int], list[int]]:
         stored = [row["seq"] for row in await reader.fetch("SELECT seq FROM events ORDER BY seq")]
         times = [row["time"] for row in await reader.fetch("SELECT time FROM events ORDER BY seq")]
         assert times == sorted(times), "time decreased while seq increased"
+        await _assert_versions_match_tasks(reader)
     finally:
         await reader.close()
     return seen, stored, sorted(acknowledged)
+
+
+async def _assert_versions_match_tasks(connection: asyncpg.Connection) -> None:
+    """Writers raced on the same few tasks: versions stay gapless and task rows current."""
+    rows = await connection.fetch(
+        """
+        SELECT t.id, t.version, t.last_seq, array_agg(e.version ORDER BY e.seq) AS versions,
+               max(e.seq) AS newest
+        FROM tasks t JOIN events e ON e.tenant = t.tenant AND e.task_id = t.id
+        GROUP BY t.id, t.version, t.last_seq
+        """
+    )
+    for row in rows:
+        assert row["versions"] == list(range(1, len(row["versions"]) + 1)), row["id"]
+        assert (row["version"], row["last_seq"]) == (len(row["versions"]), row["newest"])
 
 
 @pytest.mark.timeout(120)

@@ -88,7 +88,25 @@ def upgrade() -> None:
     )
 
 
+    # Raised by an append planned against rows another appender changed meanwhile; the
+    # appender plans the group again (see service/store/queries.py, WRITE_GROUP).
+    op.execute(
+        """
+        CREATE FUNCTION taskstream_expect_rows(expected integer, actual bigint) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+          IF actual <> expected THEN
+            RAISE EXCEPTION 'tasks changed concurrently: % of % rows still current',
+              actual, expected USING ERRCODE = 'serialization_failure';
+          END IF;
+        END
+        $$
+        """
+    )
+
+
 def downgrade() -> None:
+    op.execute("DROP FUNCTION taskstream_expect_rows(integer, bigint)")
     op.drop_table("events")
     op.drop_table("tasks")
     op.execute("DROP SEQUENCE events_seq")

@@ -1,21 +1,25 @@
 """The append path: concurrent appends are group-committed, one transaction and one NOTIFY each.
 
 Each request hands its commands to a queue and waits. A committer takes everything queued (up
-to ``group_max`` events) and commits it in one transaction: lock the task rows in a fixed order,
-validate every command in Python against the locked state, take positions under the global
-lock and write all events and task rows in one statement (``queries.WRITE_GROUP``), commit.
-The commit and the NOTIFY, which serialise every appender in Postgres, are paid once per group
-instead of once per event.
+to ``group_max`` events) and commits it with two statements: read the task rows (and any
+idempotency keys), plan every command in Python against them, then write the whole group in
+one statement that is its own transaction (``queries.WRITE_GROUP``): it takes the global
+position lock, writes events and task rows only where the rows are still as read, notifies,
+commits. The commit and the NOTIFY, which serialise every appender in Postgres, are paid once
+per group instead of once per event.
 
 Commands of one request are applied in order, each seeing the effect of those before it. A
-command the state machine refuses fails alone; if the database refuses the group as a whole,
-its commands are retried one by one so a bad one never fails its neighbours.
+command the state machine refuses fails alone. When another appender changed a task or used a
+key between the read and the write, the group is planned again from fresh rows; if the
+database refuses the group for any other reason, its commands are retried one by one so a bad
+one never fails its neighbours.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -39,6 +43,10 @@ from service.store import queries
 from service.store.database import UNAVAILABLE, Database
 
 log = logging.getLogger(__name__)
+
+# A task changed or a task id or idempotency key was taken between a group's read and write.
+CONFLICTS = (asyncpg.SerializationError, asyncpg.UniqueViolationError)
+CONFLICT_ATTEMPTS = 20
 
 TaskKey = tuple[str, str]
 
@@ -176,19 +184,24 @@ class Appender:
             if len(commands) > 1:
                 log.info("group of %d refused (%s); retrying one by one", len(commands), error)
                 return [outcome for c in commands for outcome in await self._commit_isolated([c])]
-            # Alone, a unique violation means a concurrent transaction committed the same task
-            # or key after our checks; once more sees it and answers like any other conflict.
-            try:
-                return await self._commit(commands)
-            except UNAVAILABLE as again:
-                return [NotReady(f"database unavailable: {again}")]
-            except asyncpg.PostgresError as again:
-                log.error("append refused by the database: %s", again)
-                return [InternalError("the database refused the event")]
+            log.error("append refused by the database: %s", error)
+            return [InternalError("the database refused the event")]
 
     async def _commit(self, commands: list[Command]) -> list[Outcome]:
-        async with self._database.connection() as connection, connection.transaction():
-            return await _Group(connection, commands).commit()
+        """Plan and write; plan again when a concurrent appender got to a task or key first.
+
+        Each conflict means another group committed, so the system as a whole moves on; the
+        jittered pause lets a hot task's writers fall out of step.
+        """
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                async with self._database.connection() as connection:
+                    return await _Group(connection, commands).commit()
+            except CONFLICTS:
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.001 * attempt))
+        raise AssertionError("unreachable")
 
 
 class _Group:
@@ -198,21 +211,23 @@ class _Group:
         self.connection = connection
         self.commands = commands
         self.states: dict[TaskKey, TaskState] = {}
+        self.read_versions: dict[TaskKey, int] = {}
 
     async def commit(self) -> list[Outcome]:
-        await self._lock_tasks()
+        await self._read_tasks()
         plan = await self._plan()
         pending = [step for step in plan if isinstance(step, _Pending)]
         if pending:
             await self._write(pending)
         return [_outcome(step) for step in plan]
 
-    async def _lock_tasks(self) -> None:
-        keys = sorted({(c.tenant, c.task_id) for c in self.commands})
+    async def _read_tasks(self) -> None:
+        keys = list({(c.tenant, c.task_id) for c in self.commands})
         rows = await self.connection.fetch(
-            queries.LOCK_TASKS, [k[0] for k in keys], [k[1] for k in keys]
+            queries.READ_TASKS, [k[0] for k in keys], [k[1] for k in keys]
         )
         self.states = {(row["tenant"], row["id"]): task_from_row(row) for row in rows}
+        self.read_versions = {key: state.version for key, state in self.states.items()}
 
     async def _earlier_events(self) -> dict[tuple[str, str, str], StoredEvent]:
         keyed = [c for c in self.commands if isinstance(c, AppendEvent) and c.idempotency_key]
@@ -315,9 +330,8 @@ class _Group:
 
     async def _write(self, pending: list[_Pending]) -> None:
         """Fold with ordinals for positions, then take positions and write in one statement."""
-        new_tasks: set[TaskKey] = set()
         for ordinal, step in enumerate(pending, start=1):
-            self._fold(step, ordinal, new_tasks)
+            self._fold(step, ordinal)
         touched = sorted({(s.command.tenant, s.command.task_id) for s in pending})
         tasks = [self.states[key] for key in touched]
         creates = {
@@ -339,7 +353,8 @@ class _Group:
             *_task_columns(tasks),
             [creates[key].idempotency_key if key in creates else None for key in touched],
             [creates[key].fingerprint if key in creates else None for key in touched],
-            [key in new_tasks for key in touched],
+            [self.read_versions.get(key) for key in touched],
+            sum(key in self.read_versions for key in touched),
         )
         positions = [(row["seq"], row["time"]) for row in rows]
         for step in pending:
@@ -357,14 +372,13 @@ class _Group:
             if step.task is not None:
                 step.task = _resolve(step.task, positions)
 
-    def _fold(self, step: _Pending, ordinal: int, new_tasks: set[TaskKey]) -> None:
+    def _fold(self, step: _Pending, ordinal: int) -> None:
         command = step.command
         key = (command.tenant, command.task_id)
         step.ordinal = ordinal
         seq, time = ordinal, _placeholder(ordinal)
         if isinstance(command, CreateTask):
             state = created(command.tenant, command.task_id, command.data, seq, time)
-            new_tasks.add(key)
             step.task = state
         else:
             state = apply(self.states[key], command.event.type, command.event.data, seq, time)

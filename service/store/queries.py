@@ -19,12 +19,10 @@ TASK_COLUMNS = (
 )
 EVENT_COLUMNS = "seq, task_id, tenant, version, type, data, time"
 
-LOCK_TASKS = f"""
+READ_TASKS = f"""
 SELECT {TASK_COLUMNS}
 FROM tasks
 WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-ORDER BY tenant, id
-FOR UPDATE
 """
 
 FIND_EVENTS_BY_KEY = f"""
@@ -45,17 +43,20 @@ JOIN events e ON e.tenant = t.tenant AND e.task_id = t.id AND e.version = 1
 
 # Why the lock: sequence values are taken at insert but transactions commit in any order, so
 # without it a reader polling "seq > last" could see 12 commit, move past it, and never see 11
-# commit later. Every appending transaction takes this one lock as the last step before taking
-# sequence values and holds it until commit, so positions are handed out in commit order: once
-# a reader sees n, everything below n is committed (or gone for good). Task rows are locked
-# before it (LOCK_TASKS, in a fixed order), so the holder never waits for a row lock and two
-# appenders never deadlock. The lock is in a subquery every position row is joined with, so it
-# is taken before the first nextval; each time is read after its nextval, under the lock, so
-# time never decreases as seq increases.
+# commit later. Every append runs as this one statement in its own transaction, and takes this
+# one lock before taking sequence values, holding it until commit: positions are handed out in
+# commit order, so once a reader sees n, everything below n is committed (or gone for good).
+# The lock sits in a subquery every position row is joined with, so it is taken before the
+# first nextval; each time is read after its nextval, under the lock, so time never decreases
+# as seq increases. It is the only lock an appender waits for, so appenders cannot deadlock.
 #
-# Everything else is written in the same statement: the events, then the task rows, whose
-# position-dependent columns (last_seq, updated_at, created/started/finished_at) arrive as
-# ordinals into this group's positions, because the fold ran before positions existed.
+# The group was planned against task rows read before this statement (READ_TASKS). Each
+# changed row is updated only if it is still at the version that was read; if any is not, or
+# a task or idempotency key appeared meanwhile (unique violation), the statement fails as a
+# whole and the group is planned again from fresh rows.
+#
+# Position-dependent task columns (last_seq, updated_at, created/started/finished_at) arrive
+# as ordinals into this group's positions, because the fold ran before positions existed.
 WRITE_GROUP = f"""
 WITH positions AS MATERIALIZED (
   SELECT ord, nextval('events_seq') AS seq, clock_timestamp() AS time
@@ -78,10 +79,10 @@ WITH positions AS MATERIALIZED (
     $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::float8[],
     $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
     $22::text[], $23::int[], $24::int[], $25::timestamptz[], $26::int[], $27::timestamptz[],
-    $28::int[], $29::timestamptz[], $30::int[], $31::text[], $32::text[], $33::bool[])
+    $28::int[], $29::timestamptz[], $30::int[], $31::text[], $32::text[], $33::int[])
   AS s(tenant, id, kind, title, status, percent, done, total, message, stage, result, error,
        metadata, version, last_ord, created_value, created_ord, started_value, started_ord,
-       finished_value, finished_ord, create_key, create_fingerprint, is_new)
+       finished_value, finished_ord, create_key, create_fingerprint, read_version)
   JOIN positions last ON last.ord = s.last_ord
   LEFT JOIN positions created ON created.ord = s.created_ord
   LEFT JOIN positions started ON started.ord = s.started_ord
@@ -91,7 +92,7 @@ WITH positions AS MATERIALIZED (
   SELECT tenant, id, kind, title, status, percent, done, total, message, stage, result::jsonb,
          error::jsonb, metadata::jsonb, version, last_seq, created_at, updated_at, started_at,
          finished_at, create_key, create_fingerprint
-  FROM states WHERE is_new
+  FROM states WHERE read_version IS NULL
 ), changed_tasks AS (
   UPDATE tasks SET
     status = s.status, percent = s.percent, done = s.done, total = s.total,
@@ -99,11 +100,14 @@ WITH positions AS MATERIALIZED (
     version = s.version, last_seq = s.last_seq, updated_at = s.updated_at,
     started_at = s.started_at, finished_at = s.finished_at
   FROM states s
-  WHERE NOT s.is_new AND tasks.tenant = s.tenant AND tasks.id = s.id
+  WHERE tasks.tenant = s.tenant AND tasks.id = s.id AND tasks.version = s.read_version
+  RETURNING 1
+), checked AS (
+  SELECT taskstream_expect_rows($34::int, (SELECT count(*) FROM changed_tasks))
 ), notified AS (
   SELECT pg_notify('{CHANNEL}', max(seq)::text) FROM positions
 )
-SELECT p.seq, p.time FROM positions p, notified ORDER BY p.ord
+SELECT p.seq, p.time FROM positions p, checked, notified ORDER BY p.ord
 """
 
 GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND id = $2"
