@@ -87,7 +87,6 @@ def upgrade() -> None:
         " WHERE idempotency_key IS NOT NULL"
     )
 
-
     # Raised by an append planned against rows another appender changed meanwhile; the
     # appender plans the group again (see service/store/queries.py, WRITE_GROUP).
     op.execute(
