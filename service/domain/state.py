@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -56,9 +56,12 @@ def json_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-@dataclass(frozen=True, slots=True)
-class TaskState:
-    """One row of ``tasks``; JSON members are kept as JSON text, as the database hands them over."""
+class TaskState(NamedTuple):
+    """One row of ``tasks``; JSON members are kept as JSON text, as the database hands them over.
+
+    A named tuple rather than a dataclass: the fold copies it once per event, and ``_replace``
+    is several times cheaper than ``dataclasses.replace`` on the batch path.
+    """
 
     tenant: str
     id: str
@@ -127,7 +130,7 @@ def apply(
         changes["result"] = None if data.result is None else json_text(data.result)
     elif isinstance(data, FailedData):
         changes["error"] = json_text(data.error.model_dump(exclude_none=True))
-    return replace(state, **changes)
+    return state._replace(**changes)
 
 
 def _progress(state: TaskState, data: ProgressData) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -410,8 +410,7 @@ def _resolve(state: TaskState, positions: list[tuple[int, datetime]]) -> TaskSta
 
     created_at, updated_at = time(state.created_at), time(state.updated_at)
     assert created_at is not None and updated_at is not None
-    return replace(
-        state,
+    return state._replace(
         last_seq=positions[state.last_seq - 1][0],
         created_at=created_at,
         updated_at=updated_at,
