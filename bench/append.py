@@ -960,20 +960,17 @@ def render_targets(by_key: Mapping[str, Summary], args: argparse.Namespace) -> s
             f"| batch ≥ {fmt_int(TARGET_BATCH_EVENTS)} events/s | {fmt_int(value)} events/s "
             f"| {value / TARGET_BATCH_EVENTS:.2f}x | {verdict(value >= TARGET_BATCH_EVENTS)} |"
         )
-        pg100 = by_key.get("pg100")
-        if pg100:
-            lines.append(
-                f"| (context) batch vs raw 100-row transactions | {fmt_int(value)} vs "
-                f"{fmt_int(pg100.median('events_per_s'))} events/s "
-                f"| {value / pg100.median('events_per_s'):.2f}x | |"
-            )
-        shaped = by_key.get("pgshaped")
-        if shaped:
-            lines.append(
-                f"| (context) batch vs the service-shaped raw transaction | {fmt_int(value)} vs "
-                f"{fmt_int(shaped.median('events_per_s'))} events/s "
-                f"| {value / shaped.median('events_per_s'):.2f}x | |"
-            )
+        for key, label in (
+            ("pg100", "raw 100-row transactions"),
+            ("pgshaped", "the service-shaped raw transaction"),
+        ):
+            ceiling = by_key.get(key)
+            if ceiling:
+                lines.append(
+                    f"| (context) batch vs {label} | {fmt_int(value)} vs "
+                    f"{fmt_int(ceiling.median('events_per_s'))} events/s "
+                    f"| {value / ceiling.median('events_per_s'):.2f}x | |"
+                )
     paced = by_key.get("paced")
     if paced:
         p99 = paced.median("p99_ms")
