@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         default=2000, ge=1, description="Most events committed in one group transaction"
     )
     append_committers: int = Field(
-        default=2, ge=1, description="Group transactions in flight at once per process"
+        default=1,
+        ge=1,
+        description="Group transactions in flight at once per process; one gives the largest"
+        " groups, which measured fastest (docs/performance.md)",
     )
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
