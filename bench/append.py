@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import functools
 import json
 import os
@@ -50,6 +51,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpload
 
@@ -1441,6 +1443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_pgbench and not shutil.which("pgbench"):
         raise SystemExit("pgbench is not installed (postgresql-client)")
     pg = Pg.from_url(args.database_url, args.database)
+    lock = claim_database(pg)
     info = describe_run(args, argv)
     print(f"bench database {pg.database!r} on {pg.host}:{pg.port}: recreating", flush=True)
     pg.recreate()
@@ -1484,6 +1487,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(RuntimeError):
                 pg.drop()
 
+    publish(args, info, measurements)
+    shutil.rmtree(workdir, ignore_errors=True)
+    lock.close()
+    return 0
+
+
+def publish(
+    args: argparse.Namespace, info: Mapping[str, str], measurements: Sequence[Measurement]
+) -> None:
+    """Print the report; write the JSON and the markdown file when asked to."""
     report = render_report(summarise(measurements), args, info)
     print()
     print(report)
@@ -1501,8 +1514,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output:
         write_docs(args.output, report)
         print(f"wrote {args.output}")
-    shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+
+
+def claim_database(pg: Pg) -> IO[str]:
+    """An exclusive lock file per bench database, held until the process exits.
+
+    The run drops and recreates its database, so a second run against the same one would
+    destroy the first one's mid-measurement.
+    """
+    path = Path(tempfile.gettempdir()) / f"taskstream-bench-{pg.host}-{pg.port}-{pg.database}.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        raise SystemExit(
+            f"database {pg.database!r} is in use by another benchmark run ({owner}); "
+            "wait for it or pass --database NAME"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 if __name__ == "__main__":
