@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request
 
 from service.api.responses import JSON
+from service.domain.models import IDEMPOTENCY_KEY_PATTERN
 from service.domain.payload import decode_json
 from service.domain.problems import (
     NotAcceptable,
@@ -16,7 +17,7 @@ from service.domain.problems import (
     ValidationFailed,
 )
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 async def json_body(

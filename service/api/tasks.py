@@ -37,13 +37,18 @@ class TaskController(Controller):
         settings = services.settings
         body = await json_body(request, settings.max_body_bytes)
         key = idempotency_key(request)
-        if isinstance(body, dict):
-            size = len(encode({name: body.get(name) for name in CREATED_MEMBERS}))
-            if size > settings.max_event_bytes:
-                raise PayloadTooLarge(
-                    f"the created event is {size} bytes encoded, the limit is"
-                    f" {settings.max_event_bytes}"
-                )
+        # The created event's data, encoded once: sized before validation (413 comes before
+        # 422) and stored as is once the body is valid (strict validation changes no value).
+        created_json = (
+            encode({name: body.get(name) for name in CREATED_MEMBERS})
+            if isinstance(body, dict)
+            else b""
+        )
+        if len(created_json) > settings.max_event_bytes:
+            raise PayloadTooLarge(
+                f"the created event is {len(created_json)} bytes encoded, the limit is"
+                f" {settings.max_event_bytes}"
+            )
         spec = validate(CreateTask, body)
         data = CreatedData(kind=spec.kind, title=spec.title, metadata=spec.metadata)
         task_id = spec.id or f"task-{uuid.uuid4().hex}"
@@ -51,7 +56,7 @@ class TaskController(Controller):
             tenant=caller.tenant,
             task_id=task_id,
             data=data,
-            data_json=encode({name: getattr(spec, name) for name in CREATED_MEMBERS}).decode(),
+            data_json=created_json.decode(),
             idempotency_key=key,
             fingerprint=fingerprint(body) if key else None,
         )
