@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from service.api.events import EventController
 from service.api.health import healthz, index, readyz
 from service.api.openapi import DocumentedJsonPlugin
 from service.api.services import Services
+from service.api.streams import task_stream, tenant_stream
 from service.api.tasks import TaskController
 from service.domain.problems import invalid
 from service.settings import Settings
@@ -25,6 +27,9 @@ from service.store.appender import Appender
 from service.store.database import Database
 from service.store.migrate import upgrade
 from service.store.reader import Reader
+from service.stream.hub import Hub
+from service.stream.listener import Listener
+from service.stream.streams import Streams
 
 log = logging.getLogger("taskstream")
 
@@ -72,13 +77,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
     database_url = settings.database_url
     database = Database(database_url, pool_size=settings.pool_size)
+    reader = Reader(database)
+    hub = Hub(heartbeat_seconds=settings.heartbeat_seconds)
+    listener = Listener(
+        settings.listen_database_url or database_url,
+        reader,
+        hub,
+        poll_seconds=settings.listener_poll_seconds,
+        probe_seconds=settings.listener_probe_seconds,
+    )
     services = Services(
         settings=settings,
         database=database,
         appender=Appender(
             database, group_max=settings.append_group_max, committers=settings.append_committers
         ),
-        reader=Reader(database),
+        reader=reader,
+        streams=Streams(settings, reader, hub, listener),
     )
 
     @asynccontextmanager
@@ -87,17 +102,35 @@ def create_app(settings: Settings | None = None) -> Litestar:
             asyncio.create_task(keep_migrating(database_url)) if settings.auto_migrate else None
         )
         await services.appender.start()
+        background = [asyncio.create_task(listener.run()), asyncio.create_task(hub.keep_alive())]
+        # Serve once the listener is connected (normally milliseconds) or has failed once, so
+        # that /readyz is right from the first request, without waiting on a database that is
+        # down.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.readiness_timeout_seconds):
+                await listener.attempted.wait()
         tune_garbage_collector()
         try:
             yield
         finally:
-            if migrating is not None:
-                migrating.cancel()
+            # Under our uvicorn protocol the streams already ended when shutdown began;
+            # elsewhere this is where they learn of it.
+            services.streams.stop()
+            for task in [*background, *([migrating] if migrating else [])]:
+                task.cancel()
             await services.appender.close()
             await database.close()
 
     return Litestar(
-        route_handlers=[TaskController, EventController, healthz, readyz, index],
+        route_handlers=[
+            TaskController,
+            EventController,
+            task_stream,
+            tenant_stream,
+            healthz,
+            readyz,
+            index,
+        ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         middleware=[auth.middleware(settings.jwt_secret, settings.jwt_leeway_seconds)],
         exception_handlers={Exception: problems.handle},

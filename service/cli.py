@@ -88,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from service import bootstrap
     from service.store import embedded
+    from service.stream.transport import HttpProtocol
 
     signals = _Signals()
     signals.install()
@@ -104,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             lifespan="on",
+            http=HttpProtocol,
             log_level=args.log_level,
             access_log=args.access_log,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

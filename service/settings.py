@@ -47,3 +47,18 @@ class Settings(BaseSettings):
         " groups, which measured fastest (docs/performance.md)",
     )
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    stream_buffer_bytes: int = Field(
+        default=262_144,
+        ge=4096,
+        description="Unsent bytes a stream may hold before its client is cut off (it resumes)",
+    )
+    backfill_concurrency: int = Field(
+        default=4, ge=1, description="Streams reading history from the table at once"
+    )
+    listener_poll_seconds: float = Field(
+        default=2.0, gt=0, description="Read the table this often even without a notification"
+    )
+    listener_probe_seconds: float = Field(
+        default=5.0, gt=0, description="How long the LISTEN connection may take to answer a probe"
+    )

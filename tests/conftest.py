@@ -31,6 +31,7 @@ import uvicorn
 
 from service.settings import Settings
 from service.store.migrate import upgrade
+from service.stream.transport import HttpProtocol
 from tests.helpers import Service, with_database
 
 DB_PREFIX = f"ts_test_{os.getpid()}"
@@ -302,6 +303,7 @@ async def _serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
         log_config=None,
         log_level="warning",
         lifespan="on",
+        http=HttpProtocol,
         ws="none",
         timeout_graceful_shutdown=5,
     )

@@ -23,11 +23,12 @@ async def healthz() -> ASGIResponse:
 @get(
     "/readyz",
     opt={PUBLIC: True},
-    summary="The database answers at a current schema",
+    summary="The database answers at a current schema and the listener is connected",
     tags=["operations"],
 )
 async def readyz(services: Services) -> ASGIResponse:
-    """503 ``not_ready`` with the reason while the database is down or the schema is behind."""
+    """503 ``not_ready`` with the reason while the database is down, the schema is behind or
+    the listener is not connected."""
     try:
         async with asyncio.timeout(services.settings.readiness_timeout_seconds):
             async with services.database.connection() as connection:
@@ -36,6 +37,8 @@ async def readyz(services: Services) -> ASGIResponse:
         problem = "database did not answer in time"
     except Exception as error:  # any failure to reach the database is the reason, not a 500
         problem = f"database unreachable: {type(error).__name__}: {error}"
+    if problem is None and not services.streams.listener.ready:
+        problem = services.streams.listener.problem
     if problem is not None:
         raise NotReady(problem)
     return json_response(encode({"status": "ready"}))

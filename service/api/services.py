@@ -8,6 +8,7 @@ from service.settings import Settings
 from service.store.appender import Appender
 from service.store.database import Database
 from service.store.reader import Reader
+from service.stream.streams import Streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,3 +17,4 @@ class Services:
     database: Database
     appender: Appender
     reader: Reader
+    streams: Streams

@@ -98,6 +98,10 @@ class RateLimited(Problem):
     status, code, title = 429, "rate_limited", "Too many requests"
 
 
+class TooManyStreams(Problem):
+    status, code, title = 429, "too_many_streams", "Too many open streams"
+
+
 class NotReady(Problem):
     status, code, title = 503, "not_ready", "The service is not ready"
 

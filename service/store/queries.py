@@ -161,14 +161,22 @@ def list_tasks(filters: Iterable[str]) -> str:
     )
 
 
-def select_events(filters: Iterable[str], *, limited: bool) -> str:
+def select_events(filters: Iterable[str], *, limited: bool, columns: str = EVENT_COLUMNS) -> str:
     """Events of $1 after position $2 in seq order, then the given filters, then the limit."""
     where, limit = _where(_EVENT_FILTERS, filters, 3)
     tail = f" LIMIT ${limit}" if limited else ""
-    return (
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE tenant = $1 AND seq > $2{where}"
-        f" ORDER BY seq{tail}"
-    )
+    return f"SELECT {columns} FROM events WHERE tenant = $1 AND seq > $2{where} ORDER BY seq{tail}"
+
+
+# What a stream frame is built from (stream/frames.py): the data and the time as text, in the
+# same format as the REST answers, so Python splices them in without decoding anything.
+STREAM_COLUMNS = (
+    "seq, tenant, task_id, kind, type, version, data::text,"
+    """ to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+)
+
+# The listener's read after a wake-up: every tenant's events after its position.
+EVENTS_AFTER = f"SELECT {STREAM_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
 
 
 SCHEMA_VERSIONED = "SELECT to_regclass('alembic_version') IS NOT NULL"

@@ -33,13 +33,15 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
 
-    def query(self, *, limit: int | None) -> tuple[str, list[Any]]:
+    def query(
+        self, *, limit: int | None, columns: str = queries.EVENT_COLUMNS
+    ) -> tuple[str, list[Any]]:
         names = [name for name in ("task_id", "type", "kind") if getattr(self, name)]
         names += [name for name in ("since", "until") if getattr(self, name) is not None]
         arguments: list[Any] = [self.tenant, self.after, *(getattr(self, n) for n in names)]
         if limit is not None:
             arguments.append(limit)
-        return queries.select_events(names, limited=limit is not None), arguments
+        return queries.select_events(names, limited=limit is not None, columns=columns), arguments
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,24 @@ class Reader:
         async with self._database.connection() as connection:
             rows = await connection.fetch(sql, *arguments)
         return _page(rows, limit)
+
+    async def stream_page(self, selection: EventFilter, *, limit: int) -> list[Any]:
+        """Rows of ``queries.STREAM_COLUMNS``, from which stream frames are built."""
+        sql, arguments = selection.query(limit=limit, columns=queries.STREAM_COLUMNS)
+        async with self._database.connection() as connection:
+            rows: list[Any] = await connection.fetch(sql, *arguments)
+        return rows
+
+    async def stream_tail(self, after: int, *, limit: int) -> list[Any]:
+        """Every tenant's events after ``after``, as ``stream_page`` rows: the listener's read."""
+        async with self._database.connection() as connection:
+            rows: list[Any] = await connection.fetch(queries.EVENTS_AFTER, after, limit)
+        return rows
+
+    async def newest_seq(self) -> int:
+        async with self._database.connection() as connection:
+            seq: int = await connection.fetchval(queries.NEWEST_SEQ)
+        return seq
 
     async def export(self, selection: EventFilter) -> AsyncIterator[list[StoredEvent]]:
         """The whole selection as committed when the export began, in chunks: constant memory."""

@@ -1,0 +1,1 @@
+"""Live delivery: table → NOTIFY → listener → hub → each subscriber's socket."""

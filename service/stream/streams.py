@@ -1,0 +1,178 @@
+"""One stream's life: answer, backfill from the table, hand over to live, end.
+
+The handoff is what makes resuming lossless. The subscriber joins the hub *before* the first
+read of the table, so every event published from then on reaches its backlog; the backfill
+reads the table in pages until a short page, and the switch to live happens synchronously
+after that read: what the read saw went out from the table, what came later is in the backlog,
+and ``last_sent`` drops what was in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from service.domain.problems import TooManyStreams
+from service.settings import Settings
+from service.store.reader import EventFilter, Reader
+from service.stream.frames import event_frame, retry_frame
+from service.stream.hub import End, Hub, Selection, Subscriber
+from service.stream.listener import Listener
+from service.stream.transport import DirectSink, QueuedSink, Sink, http_protocol
+
+BACKFILL_PAGE = 2000
+"""Rows per backfill read; each page goes out as one write."""
+
+HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How a stream starts: the subscriber, positioned, and the bytes to send first."""
+
+    subscriber: Subscriber
+    first: bytes
+
+
+class Streams:
+    """The process's streams: the hub, the listener feeding it, and the per-subject limit."""
+
+    def __init__(self, settings: Settings, reader: Reader, hub: Hub, listener: Listener):
+        self.settings = settings
+        self.reader = reader
+        self.hub = hub
+        self.listener = listener
+        self.stopping = False
+        self.retry = retry_frame(settings.retry_ms)
+        self._backfills = asyncio.Semaphore(settings.backfill_concurrency)
+        self._per_subject: dict[str, int] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self.listener.ready and not self.stopping
+
+    @contextlib.contextmanager
+    def slot(self, subject: str) -> Iterator[None]:
+        """Holds one of the subject's streams for the block; 429 when none is left."""
+        count = self._per_subject.get(subject, 0)
+        if count >= self.settings.max_streams_per_subject:
+            retry_after = max(1, math.ceil(self.settings.retry_ms / 1000))
+            raise TooManyStreams(
+                f"at most {self.settings.max_streams_per_subject} concurrent streams per subject",
+                headers={"Retry-After": str(retry_after)},
+            )
+        self._per_subject[subject] = count + 1
+        try:
+            yield
+        finally:
+            remaining = self._per_subject.pop(subject) - 1
+            if remaining:
+                self._per_subject[subject] = remaining
+
+    def subscriber(self, selection: Selection, *, after: int, task: bool) -> Subscriber:
+        return Subscriber(
+            selection,
+            last_sent=after,
+            limit=self.settings.stream_buffer_bytes,
+            ends_on_terminal=task,
+        )
+
+    async def answer(self, send: Any, body: bytes) -> None:
+        """A stream that ends at once, such as a finished task's snapshot."""
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": body})
+
+    async def not_ready(self, send: Any) -> None:
+        """Just ``retry:``, then the end: an EventSource tries again, where a 5xx (or any other
+        error status) would stop it for good."""
+        await self.answer(send, self.retry)
+
+    async def no_content(self, send: Any) -> None:
+        """204: a finished task with nothing after the resume position; an EventSource stops."""
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def run(self, opening: Opening, scope: Any, receive: Any, send: Any) -> None:
+        subscriber = opening.subscriber
+        protocol = http_protocol(scope)
+        headers = HEADERS if protocol is None else [*HEADERS, (b"transfer-encoding", b"chunked")]
+        watching: asyncio.Future[Any] | None = None
+        if protocol is not None:
+            protocol.watcher = subscriber
+        else:
+            watching = asyncio.ensure_future(_watch(receive, subscriber))
+        self.hub.subscribe(subscriber)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": opening.first, "more_body": True})
+            sink: Sink = (
+                DirectSink(protocol.transport, self.settings.stream_buffer_bytes)
+                if protocol is not None
+                else QueuedSink(self.settings.stream_buffer_bytes, subscriber.wakeup)
+            )
+            loop = asyncio.get_running_loop()
+            while subscriber.end is None:
+                await self._backfill(subscriber, send)
+                if subscriber.end is None and subscriber.go_live(sink, loop.time()):
+                    break
+            await self._live(subscriber, sink, send)
+        finally:
+            self.hub.unsubscribe(subscriber)
+            if protocol is not None:
+                protocol.watcher = None
+            if watching is not None:
+                watching.cancel()
+        if subscriber.end is not End.LOST:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _backfill(self, subscriber: Subscriber, send: Any) -> None:
+        """Send the table's events after ``last_sent`` until a read comes back short."""
+        selection = subscriber.selection
+        while subscriber.end is None:
+            page = EventFilter(
+                tenant=selection.tenant,
+                after=subscriber.last_sent,
+                task_id=sorted(selection.task_ids),
+                type=sorted(selection.types),
+                kind=sorted(selection.kinds),
+            )
+            async with self._backfills:
+                rows = await self.reader.stream_page(page, limit=BACKFILL_PAGE)
+            if rows:
+                frames = [event_frame(row) for row in rows]
+                body = b"".join(frame.body for frame in frames)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                subscriber.backfilled(frames)
+            if len(rows) < BACKFILL_PAGE:
+                return
+
+    async def _live(self, subscriber: Subscriber, sink: Sink, send: Any) -> None:
+        """Wait for the end; under a :class:`QueuedSink`, also send what it collects."""
+        while True:
+            await subscriber.wakeup.wait()
+            subscriber.wakeup.clear()
+            if isinstance(sink, QueuedSink) and sink.pending:
+                body = sink.take()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if subscriber.end is not None:
+                return
+
+    def stop(self) -> None:
+        """Shutdown: refuse new streams (not ready) and end the open ones cleanly."""
+        self.stopping = True
+        self.hub.stop_all()
+
+
+async def _watch(receive: Any, subscriber: Subscriber) -> None:
+    """Under a server without :class:`HttpProtocol`, a vanished client shows in ``receive``."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    subscriber.lost()
