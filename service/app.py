@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             async with asyncio.timeout(settings.readiness_timeout_seconds):
                 await listener.attempted.wait()
         tune_garbage_collector()
+        auth.redact_access_logs()
         try:
             yield
         finally:
