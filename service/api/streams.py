@@ -25,7 +25,6 @@ from service.domain.state import OPEN
 from service.store.database import UNAVAILABLE
 from service.stream.frames import snapshot_frame
 from service.stream.hub import Selection
-from service.stream.streams import Opening
 
 MAX_TASK_IDS = 100
 OPTIONS = {**requires(READ), TOKEN_IN_QUERY: True}
@@ -118,7 +117,7 @@ async def task_stream(
                 first = streams.retry
             selection = Selection(who.tenant, task_ids=frozenset({task_id}))
             subscriber = streams.subscriber(selection, after=after, task=True)
-            await streams.run(Opening(subscriber, first), scope, receive, send)
+            await streams.run(subscriber, first, scope, receive, send)
 
     return StreamAnswer(run)
 
@@ -165,6 +164,6 @@ async def tenant_stream(
                     await streams.not_ready(send)
                     return
             subscriber = streams.subscriber(selection, after=after, task=False)
-            await streams.run(Opening(subscriber, streams.retry), scope, receive, send)
+            await streams.run(subscriber, streams.retry, scope, receive, send)
 
     return StreamAnswer(run)

@@ -26,6 +26,7 @@ class End(enum.Enum):
     LOST = "the client went away"
     SLOW = "the client fell too far behind"
     SHUTDOWN = "the server is shutting down"
+    UNAVAILABLE = "the database became unreachable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from service.domain.problems import TooManyStreams
 from service.settings import Settings
+from service.store.database import UNAVAILABLE
 from service.store.reader import EventFilter, Reader
 from service.stream.frames import event_frame, retry_frame
 from service.stream.hub import End, Hub, Selection, Subscriber
@@ -32,14 +32,6 @@ HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Opening:
-    """How a stream starts: the subscriber, positioned, and the bytes to send first."""
-
-    subscriber: Subscriber
-    first: bytes
 
 
 class Streams:
@@ -100,8 +92,10 @@ class Streams:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    async def run(self, opening: Opening, scope: Any, receive: Any, send: Any) -> None:
-        subscriber = opening.subscriber
+    async def run(
+        self, subscriber: Subscriber, first: bytes, scope: Any, receive: Any, send: Any
+    ) -> None:
+        """Stream to ``subscriber`` after sending ``first``, until one of :class:`End`."""
         protocol = http_protocol(scope)
         headers = HEADERS if protocol is None else [*HEADERS, (b"transfer-encoding", b"chunked")]
         watching: asyncio.Future[Any] | None = None
@@ -112,17 +106,20 @@ class Streams:
         self.hub.subscribe(subscriber)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": opening.first, "more_body": True})
+            await send({"type": "http.response.body", "body": first, "more_body": True})
             sink: Sink = (
                 DirectSink(protocol.transport, self.settings.stream_buffer_bytes)
                 if protocol is not None
                 else QueuedSink(self.settings.stream_buffer_bytes, subscriber.wakeup)
             )
             loop = asyncio.get_running_loop()
-            while subscriber.end is None:
-                await self._backfill(subscriber, send)
-                if subscriber.end is None and subscriber.go_live(sink, loop.time()):
-                    break
+            try:
+                while subscriber.end is None:
+                    await self._backfill(subscriber, send)
+                    if subscriber.end is None and subscriber.go_live(sink, loop.time()):
+                        break
+            except UNAVAILABLE:
+                subscriber.finish(End.UNAVAILABLE)
             await self._live(subscriber, sink, send)
         finally:
             self.hub.unsubscribe(subscriber)
