@@ -23,7 +23,14 @@ install: ## install uv if missing (pip install uv), then the locked dependencies
 run: install ## start the service (embedded dev Postgres when TASKSTREAM_DATABASE_URL is unset)
 	$(UV) run --frozen taskstream serve $(ARGS)
 
-test: install ## run the test suite
+# The browser-client test drives the `eventsource` npm package, installed from its lock file.
+JS_DEPS := tests/js/node_modules/.package-lock.json
+
+$(JS_DEPS): tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd tests/js && npm ci --no-audit --no-fund; \
+	else echo "npm not found: the EventSource test will be skipped"; fi
+
+test: install $(JS_DEPS) ## run the test suite
 	$(UV) run --frozen pytest $(ARGS)
 
 lint: install ## ruff check, ruff format --check, mypy --strict

@@ -131,7 +131,8 @@ class Reader:
         return _page(rows, limit)
 
     async def stream_page(self, selection: EventFilter, *, limit: int) -> list[Any]:
-        """Rows of ``queries.STREAM_COLUMNS``, from which stream frames are built."""
+        """Rows of ``queries.STREAM_COLUMNS``, from which stream frames are built; the JSON data
+        and the time come as text, so building a frame decodes nothing."""
         sql, arguments = selection.query(limit=limit, columns=queries.STREAM_COLUMNS)
         async with self._database.connection() as connection:
             rows: list[Any] = await connection.fetch(sql, *arguments)

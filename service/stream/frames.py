@@ -50,19 +50,24 @@ def _json_string(value: str) -> str:
     return encode(value).decode()
 
 
-def event_frame(row: Any) -> Frame:
-    """A frame from a row of ``queries.STREAM_COLUMNS``.
+def frame_text(row: Any) -> str:
+    """An event's frame from a row of ``queries.STREAM_COLUMNS``.
 
     Task ids match ``^[A-Za-z0-9][A-Za-z0-9._:-]*$`` and types are the contract's names, so
     neither needs JSON escaping; a tenant comes from a token and may hold anything.
     """
-    seq, tenant, task_id, kind, type_, version, data, time = row
-    body = (
+    seq, tenant, task_id, _, type_, version, data, time = row
+    return (
         f'id: {seq}\nevent: {type_}\ndata: {{"seq":{seq},"task_id":"{task_id}",'
         f'"tenant":{_json_string(tenant)},"version":{version},"type":"{type_}",'
         f'"data":{data},"time":"{time}"}}\n\n'
-    ).encode()
-    return Frame(seq, tenant, task_id, kind, type_, body)
+    )
+
+
+def event_frame(row: Any) -> Frame:
+    """The listener's frame: the bytes every subscriber gets, and what the hub routes by."""
+    seq, tenant, task_id, kind, type_ = row[:5]
+    return Frame(seq, tenant, task_id, kind, type_, frame_text(row).encode())
 
 
 def snapshot_frame(task: TaskState) -> bytes:

@@ -129,12 +129,11 @@ class Subscriber:
 
     # -- called by the stream's handler
 
-    def backfilled(self, frames: Iterable[Frame]) -> None:
-        """Frames the handler sent from the table."""
-        for frame in frames:
-            self.last_sent = frame.seq
-            if self.ends_on_terminal and frame.terminal:
-                self.finish(End.TERMINAL)
+    def backfilled(self, last_seq: int, *, terminal: bool) -> None:
+        """The handler sent the table's events up to ``last_seq``."""
+        self.last_sent = last_seq
+        if terminal and self.ends_on_terminal:
+            self.finish(End.TERMINAL)
 
     def go_live(self, sink: Sink, now: float) -> bool:
         """Hand over from backfill to live; False if the backlog overflowed (read on)."""

@@ -19,7 +19,7 @@ from service.domain.problems import TooManyStreams
 from service.settings import Settings
 from service.store.database import UNAVAILABLE
 from service.store.reader import EventFilter, Reader
-from service.stream.frames import event_frame, retry_frame
+from service.stream.frames import TERMINAL_TYPES, frame_text, retry_frame
 from service.stream.hub import End, Hub, Selection, Subscriber
 from service.stream.listener import Listener
 from service.stream.transport import DirectSink, QueuedSink, Sink, http_protocol
@@ -131,25 +131,36 @@ class Streams:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _backfill(self, subscriber: Subscriber, send: Any) -> None:
-        """Send the table's events after ``last_sent`` until a read comes back short."""
-        selection = subscriber.selection
-        while subscriber.end is None:
-            page = EventFilter(
-                tenant=selection.tenant,
-                after=subscriber.last_sent,
-                task_id=sorted(selection.task_ids),
-                type=sorted(selection.types),
-                kind=sorted(selection.kinds),
+        """Send the table's events after ``last_sent`` until a read comes back short.
+
+        The next page is read while the current one is being sent, so a long replay keeps
+        both the database and the socket busy.
+        """
+        rows = await self._page(subscriber.selection, subscriber.last_sent)
+        while rows and subscriber.end is None:
+            last = rows[-1]
+            reading = (
+                asyncio.ensure_future(self._page(subscriber.selection, last[0]))
+                if len(rows) == BACKFILL_PAGE
+                else None
             )
-            async with self._backfills:
-                rows = await self.reader.stream_page(page, limit=BACKFILL_PAGE)
-            if rows:
-                frames = [event_frame(row) for row in rows]
-                body = b"".join(frame.body for frame in frames)
+            body = "".join([frame_text(row) for row in rows]).encode()
+            try:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-                subscriber.backfilled(frames)
-            if len(rows) < BACKFILL_PAGE:
-                return
+            finally:
+                rows = await reading if reading is not None else []
+            subscriber.backfilled(last[0], terminal=last[4] in TERMINAL_TYPES)
+
+    async def _page(self, wanted: Selection, after: int) -> list[Any]:
+        selection = EventFilter(
+            tenant=wanted.tenant,
+            after=after,
+            task_id=sorted(wanted.task_ids),
+            type=sorted(wanted.types),
+            kind=sorted(wanted.kinds),
+        )
+        async with self._backfills:
+            return await self.reader.stream_page(selection, limit=BACKFILL_PAGE)
 
     async def _live(self, subscriber: Subscriber, sink: Sink, send: Any) -> None:
         """Wait for the end; under a :class:`QueuedSink`, also send what it collects."""

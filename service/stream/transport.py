@@ -11,6 +11,9 @@ through ``send``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
@@ -20,6 +23,10 @@ from service.stream.frames import Frame
 
 EXTENSION = "taskstream.http_protocol"
 """Key in ``scope["extensions"]`` under which :class:`HttpProtocol` offers itself."""
+
+
+LINGER_RESET = struct.pack("ii", 1, 0)
+"""SO_LINGER on with a zero timeout: closing sends RST and discards the send buffer."""
 
 
 class Watcher(Protocol):
@@ -89,7 +96,12 @@ class DirectSink:
         return transport.get_write_buffer_size() <= self.limit
 
     def close(self) -> None:
-        """Abort: the unsent bytes are dropped at once rather than trickled to a slow client."""
+        """Abort with a reset: the unsent bytes, ours and the kernel's (megabytes on a fast
+        link), are dropped at once rather than trickled to a client that is behind anyway."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
         self.transport.abort()
 
 
