@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Request, get
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
@@ -70,15 +71,23 @@ def resume_position(header: str | None, query: str | None) -> int | None:
     return int(value)
 
 
-@get(
+def _stream_route(path: str, summary: str, description: str) -> HTTPRouteHandler:
+    return get(
+        path,
+        opt=OPTIONS,
+        tags=["streams"],
+        summary=summary,
+        description=f"{DESCRIPTION} {description}",
+        media_type="text/event-stream",
+    )
+
+
+@_stream_route(
     "/v1/tasks/{task_id:str}/stream",
-    opt=OPTIONS,
-    tags=["streams"],
-    summary="Follow one task",
-    description=DESCRIPTION + " Without a resume position the stream starts with an `event:"
-    " snapshot` (the Task); it ends after the task's terminal event. A finished task with nothing"
-    " after the resume position answers 204.",
-    media_type="text/event-stream",
+    "Follow one task",
+    "Without a resume position the stream starts with an `event: snapshot` (the Task); it ends"
+    " after the task's terminal event. A finished task with nothing after the resume position"
+    " answers 204.",
 )
 async def task_stream(
     request: Request[Any, Any, Any],
@@ -122,14 +131,11 @@ async def task_stream(
     return StreamAnswer(run)
 
 
-@get(
+@_stream_route(
     "/v1/stream",
-    opt=OPTIONS,
-    tags=["streams"],
-    summary="Follow every task of the tenant",
-    description=DESCRIPTION + " Without a resume position the stream starts with the events"
-    " appended after it opens. Filters may repeat; task ids that do not exist (yet) are fine.",
-    media_type="text/event-stream",
+    "Follow every task of the tenant",
+    "Without a resume position the stream starts with the events appended after it opens."
+    " Filters may repeat; task ids that do not exist (yet) are fine.",
 )
 async def tenant_stream(
     request: Request[Any, Any, Any],
