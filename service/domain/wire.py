@@ -20,8 +20,19 @@ def fingerprint(value: Any) -> str:
 
 
 def timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC, always with microseconds; the database hands out UTC datetimes."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC, always with microseconds; the database hands out UTC datetimes.
+
+    Formatted by hand: ``strftime`` costs about three times as much, once per event answered.
+    """
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (faster than an f-string)
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
 def parse_timestamp(value: str) -> datetime | None:
