@@ -57,24 +57,30 @@ JOIN events e ON e.tenant = t.tenant AND e.task_id = t.id AND e.version = 1
 #
 # Position-dependent task columns (last_seq, updated_at, created/started/finished_at) arrive
 # as ordinals into this group's positions, because the fold ran before positions existed.
+# Ordinals are resolved by subscripting the positions as two arrays (``placed``), not by
+# joining them once per column: Postgres plans this statement anew for every group (a generic
+# plan would scan ``tasks``), and each join multiplied the planning time.
 WRITE_GROUP = f"""
 WITH positions AS MATERIALIZED (
   SELECT ord, nextval('events_seq') AS seq, clock_timestamp() AS time
   FROM (SELECT pg_advisory_xact_lock($1::bigint)) AS serialised,
        generate_series(1, $2::int) AS ord
   ORDER BY ord
+), placed AS (
+  SELECT array_agg(seq ORDER BY ord) AS seqs, array_agg(time ORDER BY ord) AS times
+  FROM positions
 ), new_events AS (
   INSERT INTO events (seq, tenant, task_id, kind, version, type, data, time, idempotency_key)
-  SELECT p.seq, e.tenant, e.task_id, e.kind, e.version, e.type, e.data::jsonb, p.time,
-         e.idempotency_key
+  SELECT placed.seqs[e.ord], e.tenant, e.task_id, e.kind, e.version, e.type, e.data::jsonb,
+         placed.times[e.ord], e.idempotency_key
   FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
-    WITH ORDINALITY AS e(tenant, task_id, kind, version, type, data, idempotency_key, ord)
-  JOIN positions p ON p.ord = e.ord
+    WITH ORDINALITY AS e(tenant, task_id, kind, version, type, data, idempotency_key, ord),
+    placed
 ), states AS (
-  SELECT s.*, last.seq AS last_seq, last.time AS updated_at,
-         coalesce(s.created_value, created.time) AS created_at,
-         coalesce(s.started_value, started.time) AS started_at,
-         coalesce(s.finished_value, finished.time) AS finished_at
+  SELECT s.*, placed.seqs[s.last_ord] AS last_seq, placed.times[s.last_ord] AS updated_at,
+         coalesce(s.created_value, placed.times[s.created_ord]) AS created_at,
+         coalesce(s.started_value, placed.times[s.started_ord]) AS started_at,
+         coalesce(s.finished_value, placed.times[s.finished_ord]) AS finished_at
   FROM unnest(
     $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::float8[],
     $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
@@ -82,11 +88,8 @@ WITH positions AS MATERIALIZED (
     $28::int[], $29::timestamptz[], $30::int[], $31::text[], $32::text[], $33::int[])
   AS s(tenant, id, kind, title, status, percent, done, total, message, stage, result, error,
        metadata, version, last_ord, created_value, created_ord, started_value, started_ord,
-       finished_value, finished_ord, create_key, create_fingerprint, read_version)
-  JOIN positions last ON last.ord = s.last_ord
-  LEFT JOIN positions created ON created.ord = s.created_ord
-  LEFT JOIN positions started ON started.ord = s.started_ord
-  LEFT JOIN positions finished ON finished.ord = s.finished_ord
+       finished_value, finished_ord, create_key, create_fingerprint, read_version),
+    placed
 ), new_tasks AS (
   INSERT INTO tasks ({TASK_COLUMNS}, create_key, create_fingerprint)
   SELECT tenant, id, kind, title, status, percent, done, total, message, stage, result::jsonb,
