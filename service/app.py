@@ -30,6 +30,7 @@ from service.store.reader import Reader
 from service.stream.hub import Hub
 from service.stream.listener import Listener
 from service.stream.streams import Streams
+from service.tokens import verifier
 
 log = logging.getLogger("taskstream")
 
@@ -70,11 +71,11 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> None:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
-    if not settings.database_url or not settings.jwt_secret:
+    if not settings.database_url:
         raise ValueError(
-            "TASKSTREAM_DATABASE_URL and TASKSTREAM_JWT_SECRET must be set;"
-            " `taskstream serve` fills them in for development"
+            "TASKSTREAM_DATABASE_URL must be set; `taskstream serve` fills it in for development"
         )
+    token_verifier = verifier(settings)
     database_url = settings.database_url
     database = Database(database_url, pool_size=settings.pool_size)
     reader = Reader(database)
@@ -133,7 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             index,
         ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
-        middleware=[auth.middleware(settings.jwt_secret, settings.jwt_leeway_seconds)],
+        middleware=[auth.middleware(token_verifier)],
         exception_handlers={Exception: problems.handle},
         before_request=refuse_nul,
         lifespan=[lifespan],

@@ -1,7 +1,8 @@
 """Development defaults resolved before the service starts, and the start-up banner.
 
 ``prepare`` fills in what a developer left unset: the database (an embedded Postgres under the
-data directory) and the JWT secret (generated once, kept in ``<data_dir>/jwt-secret``). The
+data directory) and the JWT secret (generated once, kept in ``<data_dir>/jwt-secret``), unless
+tokens come from an identity provider (a public key or a JWKS file is configured). The
 results are exported to ``os.environ`` so that uvicorn's worker processes, which build their own
 ``Settings`` through ``create_app()``, see the same values.
 """
@@ -50,6 +51,14 @@ class Secret:
 def data_dir(settings: Settings) -> Path:
     """The data directory as an absolute path (the default ``.taskstream`` is relative to cwd)."""
     return settings.data_dir.expanduser().resolve()
+
+
+def identity_provider_only(settings: Settings) -> bool:
+    """Tokens are verified with public keys only: there is no secret, and none is generated,
+    since a development secret would let whoever reads it mint tokens the service accepts."""
+    return not settings.jwt_secret and (
+        settings.jwt_public_key is not None or settings.jwks_file is not None
+    )
 
 
 def jwt_secret(settings: Settings) -> Secret:
@@ -115,13 +124,23 @@ def prepare(settings: Settings) -> Settings:
 
     * ``database_url`` unset: start (or reuse) the embedded Postgres under ``<data_dir>/pgdata``
       and say so loudly on stderr.
-    * ``jwt_secret`` unset: use the generated secret of ``<data_dir>/jwt-secret``.
+    * ``jwt_secret`` unset: use the generated secret of ``<data_dir>/jwt-secret``, unless
+      tokens come from an identity provider only.
 
     Blocking; call it from the CLI's parent process only, never inside an event loop.
     """
-    secret = jwt_secret(settings)
-    if secret.created:
-        _say(f"generated a development JWT secret in {secret.path} (mode 600)")
+    update: dict[str, str] = {}
+    if identity_provider_only(settings):
+        if settings.jwt_audience is None:
+            _say(
+                "warning: TASKSTREAM_JWT_AUDIENCE is not set, so a token the identity provider"
+                " issued for any other application is accepted too"
+            )
+    else:
+        secret = jwt_secret(settings)
+        if secret.created:
+            _say(f"generated a development JWT secret in {secret.path} (mode 600)")
+        os.environ[ENV_JWT_SECRET] = update["jwt_secret"] = secret.value
 
     database_url = settings.database_url
     if not database_url:
@@ -144,9 +163,8 @@ def prepare(settings: Settings) -> Settings:
             f"For anything else, set {ENV_DATABASE_URL}=postgresql://user:pass@host:port/db",
         )
 
-    os.environ[ENV_DATABASE_URL] = database_url
-    os.environ[ENV_JWT_SECRET] = secret.value
-    return settings.model_copy(update={"database_url": database_url, "jwt_secret": secret.value})
+    os.environ[ENV_DATABASE_URL] = update["database_url"] = database_url
+    return settings.model_copy(update=update)
 
 
 def display_host(host: str) -> str:
@@ -210,6 +228,11 @@ def banner(
             f'  curl -N {base}/v1/tasks/hello-1/stream -H "Authorization: Bearer $READER_TOKEN"',
             "",
             "More tokens: uv run taskstream token --sub NAME --tenant demo --scope 'tasks:read'",
+        ]
+    elif identity_provider_only(settings):
+        lines += [
+            "Tokens come from the identity provider: verified with TASKSTREAM_JWT_PUBLIC_KEY /",
+            "TASKSTREAM_JWKS_FILE (RS256/ES256). `taskstream token` needs TASKSTREAM_JWT_SECRET.",
         ]
     else:
         lines += [

@@ -94,8 +94,11 @@ def _serve(args: argparse.Namespace) -> int:
     signals.install()
     try:
         settings = _settings()
-        generated_secret = not settings.jwt_secret
+        generated_secret = not settings.jwt_secret and not bootstrap.identity_provider_only(
+            settings
+        )
         settings = bootstrap.prepare(settings)
+        _check_keys(settings)
         signals.release()
         bootstrap.banner(settings, host=args.host, port=args.port, show_tokens=generated_secret)
         config = uvicorn.Config(
@@ -128,6 +131,16 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         embedded.stop()
+
+
+def _check_keys(settings: Settings) -> None:
+    """A bad key is one line now rather than a traceback from every worker process."""
+    from service.tokens import KeyConfigurationError, verifier
+
+    try:
+        verifier(settings)
+    except KeyConfigurationError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -184,7 +197,15 @@ def _token(args: argparse.Namespace) -> int:
                 f"taskstream: warning: unknown scope {scope!r} (known: {', '.join(KNOWN_SCOPES)})",
                 file=sys.stderr,
             )
-    secret = bootstrap.jwt_secret(_settings())
+    settings = _settings()
+    if bootstrap.identity_provider_only(settings):
+        raise CliError(
+            "taskstream token signs HS256 tokens with TASKSTREAM_JWT_SECRET, which is not set:"
+            " this deployment verifies tokens of an identity provider only"
+            " (TASKSTREAM_JWT_PUBLIC_KEY / TASKSTREAM_JWKS_FILE), so get tokens from it;"
+            " set TASKSTREAM_JWT_SECRET as well to accept self-minted HS256 tokens too"
+        )
+    secret = bootstrap.jwt_secret(settings)
     if secret.created:
         print(
             f"taskstream: generated a development JWT secret in {secret.path} (mode 600)",
@@ -226,6 +247,9 @@ configuration (environment variables, or a .env file in the current directory):
   TASKSTREAM_DATABASE_URL  postgresql://user:pass@host:port/db
                            unset: an embedded development Postgres under TASKSTREAM_DATA_DIR
   TASKSTREAM_JWT_SECRET    HS256 secret; unset: generated once into TASKSTREAM_DATA_DIR/jwt-secret
+                           (unless a public key or JWKS file below is set)
+  TASKSTREAM_JWT_PUBLIC_KEY, TASKSTREAM_JWKS_FILE
+                           an identity provider's RS256/ES256 key (PEM text or file), key set
   TASKSTREAM_DATA_DIR      where the development defaults live (default: ./.taskstream)
   TASKSTREAM_AUTO_MIGRATE  serve applies pending migrations at start (default: true)
 """

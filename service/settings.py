@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     retry_ms: int = Field(default=2000, ge=0)
     jwt_leeway_seconds: float = Field(default=30.0, ge=0)
+    jwt_public_key: str | None = Field(
+        default=None,
+        description="RS256/ES256 public key of an identity provider: PEM text or a PEM file",
+    )
+    jwks_file: Path | None = Field(
+        default=None, description='A JSON Web Key Set file ({"keys": [...]}); keys chosen by kid'
+    )
+    jwt_audience: str | None = Field(
+        default=None, description="When set, every token's aud must include it"
+    )
+    jwt_issuer: str | None = Field(default=None, description="When set, every token's iss")
 
     pool_size: int = Field(default=10, ge=1, description="Database connections per process")
     append_group_max: int = Field(

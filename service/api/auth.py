@@ -1,4 +1,4 @@
-"""Who is calling: Litestar's JWT middleware, tightened to the contract, and scope guards."""
+"""Who is calling: bearer tokens held to the contract, and the scopes each route needs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from typing import Any
 import jwt
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.middleware import AuthenticationResult, DefineMiddleware
-from litestar.security.jwt import JWTAuthenticationMiddleware, Token
+from litestar.middleware import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+    DefineMiddleware,
+)
+from litestar.types import ASGIApp
 
-from service.tokens import ALGORITHM
+from service.tokens import Verifier
 
 READ = "tasks:read"
 WRITE = "tasks:write"
@@ -37,16 +41,23 @@ class Identity:
     scopes: frozenset[str]
 
 
-class BearerMiddleware(JWTAuthenticationMiddleware):
-    """Checks the ``Bearer`` scheme, the claims the contract requires, and a clock-skew leeway.
+class BearerMiddleware(AbstractAuthenticationMiddleware):
+    """Checks the ``Bearer`` scheme, the token (tokens.Verifier), the claims the contract
+    requires and the route's scopes.
 
-    Litestar's middleware takes whatever follows the first space of the header and knows
-    nothing of ``tenant`` or ``scope``; this keeps its exclusion rules and replaces the rest.
+    Litestar's JWT middleware takes whatever follows the first space of the header, knows one
+    secret and one algorithm, and nothing of ``tenant`` or ``scope``; only its exclusion rules
+    (Litestar's base class) are kept.
     """
 
-    def __init__(self, *args: Any, leeway: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.leeway = leeway
+    def __init__(self, app: ASGIApp, *, verifier: Verifier) -> None:
+        super().__init__(
+            app,
+            exclude=["^/schema"],
+            exclude_from_auth_key=PUBLIC,
+            exclude_http_methods=["OPTIONS"],
+        )
+        self.verifier = verifier
         self._cache: dict[str, tuple[Identity, float]] = {}
 
     async def authenticate_request(
@@ -64,52 +75,46 @@ class BearerMiddleware(JWTAuthenticationMiddleware):
             encoded = ""
         if not encoded:
             raise NotAuthorizedException("missing bearer token")
-        result = await self.authenticate_token(encoded, connection)
+        user = self._verified(encoded)
         # A route that forgot to declare its scopes fails closed: no scope satisfies it.
         needed = connection.route_handler.opt.get(SCOPES, frozenset())
-        if result.user.scopes.isdisjoint(needed):
+        if user.scopes.isdisjoint(needed):
             raise PermissionDeniedException(f"this needs the scope {' or '.join(sorted(needed))}")
-        return result
-
-    async def authenticate_token(
-        self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
-    ) -> AuthenticationResult:
-        return AuthenticationResult(user=self._verified(encoded_token), auth=encoded_token)
+        return AuthenticationResult(user=user, auth=encoded)
 
     def _verified(self, encoded: str) -> Identity:
         """Verify a token, remembering good ones until they expire.
 
-        Workers send the same token with every append, and verifying an HS256 signature costs
-        more than the rest of the request's Python work; a token that verified once is the
-        same token the next time. The cache is bounded and expiry is checked on every use.
+        Workers send the same token with every append, and verifying a signature costs more
+        than the rest of the request's Python work (an RSA or EC one far more); a token that
+        verified once is the same token the next time: the cache key is the whole token, so
+        the signature is part of it. The cache is bounded, only verified tokens enter it, and
+        expiry is checked on every use.
         """
         now = time.time()
         cached = self._cache.get(encoded)
         if cached is not None:
             identity, expires = cached
-            if now <= expires + self.leeway:
+            if now <= expires + self.verifier.leeway:
                 return identity
             del self._cache[encoded]
-        identity, expires = decode(encoded, self.token_secret, self.leeway)
+        identity, expires = decode(encoded, self.verifier)
         if len(self._cache) >= TOKEN_CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)))
         self._cache[encoded] = (identity, expires)
         return identity
 
 
-def decode(encoded: str, secret: str, leeway: float) -> tuple[Identity, float]:
-    """The caller and the token's expiry, or NotAuthorizedException."""
+def decode(encoded: str, verifier: Verifier) -> tuple[Identity, float]:
+    """The caller and the token's expiry, or NotAuthorizedException.
+
+    The problem's detail says what is wrong with the token, never what the token is.
+    """
     try:
-        claims = jwt.decode(
-            encoded,
-            secret,
-            algorithms=[ALGORITHM],
-            leeway=leeway,
-            options={"require": ["exp", "sub"]},
-        )
+        claims = verifier.verify(encoded)
     except jwt.ExpiredSignatureError:
         raise NotAuthorizedException("token expired") from None
-    except jwt.InvalidTokenError as error:
+    except jwt.PyJWTError as error:  # whatever PyJWT finds wrong with a token, it is a 401
         raise NotAuthorizedException(f"invalid token: {error}") from None
     sub, tenant, scope = claims.get("sub"), claims.get("tenant"), claims.get("scope", "")
     if not isinstance(sub, str) or not sub:
@@ -121,22 +126,8 @@ def decode(encoded: str, secret: str, leeway: float) -> tuple[Identity, float]:
     return Identity(sub, tenant, frozenset(scope.split())), float(claims["exp"])
 
 
-def middleware(secret: str, leeway: float) -> DefineMiddleware:
-    async def no_lookup(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
-        return None  # never called: authenticate_token is replaced
-
-    return DefineMiddleware(
-        BearerMiddleware,
-        leeway=leeway,
-        algorithm=ALGORITHM,
-        auth_header="Authorization",
-        exclude=["^/schema"],
-        exclude_http_methods=["OPTIONS"],
-        exclude_opt_key=PUBLIC,
-        retrieve_user_handler=no_lookup,
-        scopes=None,
-        token_secret=secret,
-    )
+def middleware(verifier: Verifier) -> DefineMiddleware:
+    return DefineMiddleware(BearerMiddleware, verifier=verifier)
 
 
 def identity(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
