@@ -14,7 +14,7 @@ from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from service.api import auth, problems
+from service.api import auth, headers, problems
 from service.api.events import EventController
 from service.api.health import healthz, index, readyz
 from service.api.openapi import DocumentedJsonPlugin
@@ -135,6 +135,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         middleware=[auth.middleware(token_verifier)],
+        cors_config=headers.cors_config(settings.cors_origins),
+        before_send=[headers.add_security_headers],
         exception_handlers={Exception: problems.handle},
         before_request=refuse_nul,
         lifespan=[lifespan],

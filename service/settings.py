@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -46,6 +48,11 @@ class Settings(BaseSettings):
         default=None, description="When set, every token's aud must include it"
     )
     jwt_issuer: str | None = Field(default=None, description="When set, every token's iss")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated origins (scheme://host[:port]) browsers may call from;"
+        " empty: no CORS headers at all",
+    )
 
     pool_size: int = Field(default=10, ge=1, description="Database connections per process")
     append_group_max: int = Field(
@@ -73,3 +80,27 @@ class Settings(BaseSettings):
     listener_probe_seconds: float = Field(
         default=5.0, gt=0, description="How long the LISTEN connection may take to answer a probe"
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        return tuple(part.strip() for part in value.split(",")) if isinstance(value, str) else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        """Exact origins, as browsers send them (lower case, no path): the setting is an
+        allow-list, and Litestar would read a ``*`` in it as a pattern."""
+        kept = tuple(origin.rstrip("/").lower() for origin in origins if origin)
+        for origin in kept:
+            parts = urlsplit(origin)
+            if (
+                "*" in origin
+                or parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+        return kept
