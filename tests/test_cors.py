@@ -131,15 +131,7 @@ async def test_event_source_from_an_allowed_origin(service: Service) -> None:
     [
         "task",
         "healthz",
-        pytest.param(
-            "stream ended at once",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Streams.answer (service/stream/streams.py) sends the module's HEADERS"
-                " list itself, and Litestar's CORS wrapper adds its headers to that list in"
-                " place: they stick to every later answer of the kind; sending a copy fixes it",
-            ),
-        ),
+        "stream ended at once",
     ],
 )
 async def test_an_origin_is_never_granted_to_a_later_answer(service: Service, kind: str) -> None:

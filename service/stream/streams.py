@@ -27,11 +27,12 @@ from service.stream.transport import DirectSink, QueuedSink, Sink, http_protocol
 BACKFILL_PAGE = 2000
 """Rows per backfill read; each page goes out as one write."""
 
-HEADERS = [
+HEADERS = (
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
-]
+)
+"""A tuple: each answer sends a list of its own, which middleware may extend in place."""
 
 
 class Streams:
@@ -79,7 +80,7 @@ class Streams:
 
     async def answer(self, send: Any, body: bytes) -> None:
         """A stream that ends at once, such as a finished task's snapshot."""
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": [*HEADERS]})
         await send({"type": "http.response.body", "body": body})
 
     async def not_ready(self, send: Any) -> None:
@@ -97,7 +98,7 @@ class Streams:
     ) -> None:
         """Stream to ``subscriber`` after sending ``first``, until one of :class:`End`."""
         protocol = http_protocol(scope)
-        headers = HEADERS if protocol is None else [*HEADERS, (b"transfer-encoding", b"chunked")]
+        headers = [*HEADERS] if protocol is None else [*HEADERS, (b"transfer-encoding", b"chunked")]
         watching: asyncio.Future[Any] | None = None
         if protocol is not None:
             protocol.watcher = subscriber
