@@ -33,6 +33,8 @@ HEADERS = (
     (b"x-accel-buffering", b"no"),
 )
 """A tuple: each answer sends a list of its own, which middleware may extend in place."""
+CHUNKED = (b"transfer-encoding", b"chunked")
+"""Said explicitly when frames are written to the socket as chunks (DirectSink)."""
 
 
 class Streams:
@@ -98,7 +100,6 @@ class Streams:
     ) -> None:
         """Stream to ``subscriber`` after sending ``first``, until one of :class:`End`."""
         protocol = http_protocol(scope)
-        headers = [*HEADERS] if protocol is None else [*HEADERS, (b"transfer-encoding", b"chunked")]
         watching: asyncio.Future[Any] | None = None
         if protocol is not None:
             protocol.watcher = subscriber
@@ -106,12 +107,19 @@ class Streams:
             watching = asyncio.ensure_future(_watch(receive, subscriber))
         self.hub.subscribe(subscriber)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*HEADERS, *(() if protocol is None else (CHUNKED,))],
+                }
+            )
             await send({"type": "http.response.body", "body": first, "more_body": True})
+            del first  # a snapshot can be large, and this frame lives as long as the stream
             sink: Sink = (
                 DirectSink(protocol.transport, self.settings.stream_buffer_bytes)
                 if protocol is not None
-                else QueuedSink(self.settings.stream_buffer_bytes, subscriber.wakeup)
+                else QueuedSink(self.settings.stream_buffer_bytes, subscriber.wake)
             )
             loop = asyncio.get_running_loop()
             try:
@@ -166,8 +174,7 @@ class Streams:
     async def _live(self, subscriber: Subscriber, sink: Sink, send: Any) -> None:
         """Wait for the end; under a :class:`QueuedSink`, also send what it collects."""
         while True:
-            await subscriber.wakeup.wait()
-            subscriber.wakeup.clear()
+            await subscriber.woken_up()
             if isinstance(sink, QueuedSink) and sink.pending:
                 body = sink.take()
                 await send({"type": "http.response.body", "body": body, "more_body": True})

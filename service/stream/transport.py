@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -108,14 +108,14 @@ class DirectSink:
 class QueuedSink:
     """Collects frames for the stream's handler to ``send``; used when the socket is not ours.
 
-    ``wakeup`` is the subscriber's: setting it is how the handler learns there is work.
+    ``wake`` is the subscriber's: calling it is how the handler learns there is work.
     """
 
-    __slots__ = ("closed", "limit", "pending", "pending_bytes", "wakeup")
+    __slots__ = ("closed", "limit", "pending", "pending_bytes", "wake")
 
-    def __init__(self, limit: int, wakeup: asyncio.Event) -> None:
+    def __init__(self, limit: int, wake: Callable[[], None]) -> None:
         self.limit = limit
-        self.wakeup = wakeup
+        self.wake = wake
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.closed = False
@@ -126,7 +126,7 @@ class QueuedSink:
         for frame in frames:
             self.pending.append(frame.body)
             self.pending_bytes += len(frame.body)
-        self.wakeup.set()
+        self.wake()
         return self.pending_bytes <= self.limit
 
     def take(self) -> bytes:
