@@ -9,7 +9,7 @@ problem responses as usual, in the contract's order: 429, then 400, 422, 404.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from litestar import Request, get
@@ -51,12 +51,13 @@ class StreamAnswer(ASGIResponse):
 
     __slots__ = ("_run",)
 
-    def __init__(self, run: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(self, run: Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]) -> None:
         super().__init__()
         self._run = run
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._run(scope, receive, send)
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        # Not a coroutine of its own: one frame fewer held for as long as the stream is open.
+        return self._run(scope, receive, send)
 
 
 def resume_position(header: str | None, query: str | None) -> int | None:
