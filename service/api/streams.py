@@ -18,7 +18,7 @@ from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive, Scope, Send
 
-from service.api.auth import READ, TOKEN_IN_QUERY, identity, requires
+from service.api.auth import READ, TOKEN_IN_QUERY, identity, raw_header, requires
 from service.api.services import Services
 from service.domain.models import INT64_MAX, is_task_id
 from service.domain.problems import MalformedRequest, TaskNotFound, invalid
@@ -29,15 +29,14 @@ from service.stream.hub import Selection
 
 MAX_TASK_IDS = 100
 OPTIONS = {**requires(READ), TOKEN_IN_QUERY: True}
+# The Last-Event-ID header is read from the scope rather than declared as a parameter, so
+# that no parsed copy of the headers lives as long as the stream (auth.raw_header).
 DESCRIPTION = (
     "Server-Sent Events. Resume with the `Last-Event-ID` header (or `last_event_id`), which"
     " sends every event after it, then live events, with no gap and no duplicate. The token may"
     " also come as `access_token`, since a browser EventSource cannot set headers."
 )
 
-LastEventIdHeader = Annotated[
-    str | None, Parameter(header="Last-Event-ID", description="Resume after this seq")
-]
 LastEventIdQuery = Annotated[
     str | None, Parameter(description="Resume after this seq, when the header is absent")
 ]
@@ -94,7 +93,6 @@ async def task_stream(
     request: Request[Any, Any, Any],
     services: Services,
     task_id: str,
-    last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
     access_token: AccessToken = None,
 ) -> ASGIResponse:
@@ -102,7 +100,7 @@ async def task_stream(
 
     async def run(scope: Scope, receive: Receive, send: Send) -> None:
         with streams.slot(who.sub):
-            after = resume_position(last_event_id_header, last_event_id)
+            after = resume_position(raw_header(scope, b"last-event-id"), last_event_id)
             if not streams.ready:
                 await streams.not_ready(send)
                 return
@@ -144,7 +142,6 @@ async def tenant_stream(
     task_id: Annotated[list[str] | None, Parameter(description="At most 100")] = None,
     event_type: Annotated[list[str] | None, Parameter(query="type")] = None,
     kind: list[str] | None = None,
-    last_event_id_header: LastEventIdHeader = None,
     last_event_id: LastEventIdQuery = None,
     access_token: AccessToken = None,
 ) -> ASGIResponse:
@@ -152,7 +149,7 @@ async def tenant_stream(
 
     async def run(scope: Scope, receive: Receive, send: Send) -> None:
         with streams.slot(who.sub):
-            after = resume_position(last_event_id_header, last_event_id)
+            after = resume_position(raw_header(scope, b"last-event-id"), last_event_id)
             if task_id is not None and len(task_id) > MAX_TASK_IDS:
                 raise invalid("task_id", f"at most {MAX_TASK_IDS} task ids")
             selection = Selection(
