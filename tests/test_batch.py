@@ -272,3 +272,24 @@ async def test_unstorable_item_fails_alone(service: Service) -> None:
     for result in (results[0], results[2]):
         assert_problem_body(result["error"], 422, "validation_error")
     assert [e["data"].get("message") for e in await api.history("a")] == [None, "kept"]
+
+
+@pytest.mark.parametrize("service", [SMALL_LIMITS], indirect=True)
+async def test_oversized_data_is_413_even_when_the_item_breaks_other_rules(
+    service: Service,
+) -> None:
+    """The contract checks 413 before 422: found by the property tests (an item with a bad
+    task id and oversized data was answered 422)."""
+    api = service.api
+    await api.create_task(id="t")
+    big = result_with_size(1025)
+    items = [
+        {"task_id": "-bad", "type": "succeeded", "data": big},
+        {"task_id": "t", "type": "no-such-type", "data": big},
+        {"task_id": "t", "type": "succeeded", "data": big, "extra": 1},
+    ]
+    results = assert_ok(await api.batch(items))["results"]
+    assert [r["status"] for r in results] == [413, 413, 413]
+    single = await api.post("/v1/tasks/t/events", json={"type": "no-such-type", "data": big})
+    assert_problem(single, 413, "payload_too_large")
+    assert (await api.task("t"))["version"] == 1

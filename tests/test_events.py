@@ -372,6 +372,25 @@ async def test_failed_sets_error_and_finished_at(service: Service) -> None:
     assert task["finished_at"] == event["time"]
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"message": "m"},
+        {"message": "m", "code": None},
+        {"message": "m", "code": "E1", "retryable": False, "detail": None},
+    ],
+)
+async def test_the_task_error_is_the_terminal_events_error_as_given(
+    service: Service, error: dict[str, object]
+) -> None:
+    """Explicit nulls and extra members survive (the fold once dropped null members)."""
+    api = service.api
+    await api.create_task(id="f")
+    event = await api.event("f", "failed", {"error": error})
+    assert event["data"]["error"] == error
+    assert (await api.task("f"))["error"] == error
+
+
 async def test_cancelled_sets_finished_at(service: Service) -> None:
     api = service.api
     await api.create_task(id="f")

@@ -18,7 +18,7 @@ from service.api.requests import idempotency_key, json_body, negotiate
 from service.api.responses import JSON, json_response
 from service.api.services import Services
 from service.domain.models import INT64_MAX, AppendEvent, Batch, BatchItem, is_task_id
-from service.domain.payload import check, check_event, validate
+from service.domain.payload import check, check_event, refuse_oversized_data, validate
 from service.domain.problems import Problem, TaskNotFound, invalid
 from service.domain.state import StoredEvent
 from service.domain.wire import CSV_COLUMNS, encode, event_object, parse_timestamp, timestamp
@@ -50,6 +50,7 @@ class EventController(Controller):
         """201 with the event; a retry with the same ``Idempotency-Key`` answers 200."""
         settings = services.settings
         body = await json_body(request, settings.max_body_bytes)
+        refuse_oversized_data(body, settings.max_event_bytes)
         key = idempotency_key(request)
         spec = validate(AppendEvent, body)
         checked = check_event(spec.type, spec.data, settings.max_event_bytes)
@@ -80,6 +81,7 @@ class EventController(Controller):
         for index, item in enumerate(envelope.events):
             try:
                 check(item, depth=2)  # an item sits two levels below the body
+                refuse_oversized_data(item, settings.max_event_bytes)
                 spec = validate(BatchItem, item)
                 checked = check_event(spec.type, spec.data, settings.max_event_bytes)
             except Problem as problem:

@@ -129,7 +129,7 @@ def apply(
         changes["percent"] = 100.0
         changes["result"] = None if data.result is None else json_text(data.result)
     elif isinstance(data, FailedData):
-        changes["error"] = json_text(data.error.model_dump(exclude_none=True))
+        changes["error"] = json_text(data.error.model_dump(exclude_unset=True))
     return state._replace(**changes)
 
 
