@@ -9,11 +9,13 @@ PYTHON ?= python3
 UV ?= $(shell uv --version >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
 # Extra arguments: make run ARGS="--port 9000 --workers 2", make test ARGS="-k stream -x"
 ARGS ?=
+# Extra arguments of bench/fanout.py under `make bench` / `make bench-fanout`: FANOUT_ARGS="--quick"
+FANOUT_ARGS ?=
 
-.PHONY: help install run test lint fmt migrate bench
+.PHONY: help install run test lint fmt migrate bench bench-append bench-fanout
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: ## install uv if missing (pip install uv), then the locked dependencies into .venv
 	@uv --version >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
@@ -45,5 +47,10 @@ fmt: install ## apply ruff's fixes and formatting
 migrate: install ## apply pending migrations to TASKSTREAM_DATABASE_URL (or the embedded dev Postgres)
 	$(UV) run --frozen taskstream migrate
 
-bench: install ## run the append benchmark (bench/append.py)
+bench: bench-append bench-fanout ## run both benchmarks (ARGS go to append.py, FANOUT_ARGS to fanout.py)
+
+bench-append: install ## the append benchmark (bench/append.py)
 	$(UV) run --frozen python bench/append.py $(ARGS)
+
+bench-fanout: install ## the SSE fan-out benchmark (bench/fanout.py)
+	$(UV) run --frozen python bench/fanout.py $(FANOUT_ARGS)
