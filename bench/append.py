@@ -1051,20 +1051,25 @@ def render_report(
     )
 
 
-def write_docs(path: Path, report: str) -> None:
-    block = f"{BEGIN_MARK}\n\n{report}\n{END_MARK}"
-    if path.exists():
-        text = path.read_text()
-        if BEGIN_MARK in text and END_MARK in text:
-            head, rest = text.split(BEGIN_MARK, 1)
-            tail = rest.split(END_MARK, 1)[1]
-            text = head + block + tail
-        else:
-            text = text.rstrip() + "\n\n## Latest results\n\n" + block + "\n"
+def replace_block(
+    path: Path, report: str, *, begin: str, end: str, section: str = "## Latest results\n"
+) -> None:
+    """Put ``report`` between the ``begin``/``end`` markers of ``path``, keeping the text
+    around them; without markers, append ``section`` and the block at the end."""
+    block = f"{begin}\n\n{report}\n{end}"
+    text = path.read_text() if path.exists() else "# Performance\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + block + tail
     else:
-        text = f"# Performance\n\n## Latest results\n\n{block}\n"
+        text = text.rstrip() + "\n\n" + section + "\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def write_docs(path: Path, report: str) -> None:
+    replace_block(path, report, begin=BEGIN_MARK, end=END_MARK)
 
 
 # --------------------------------------------------------------------------------------------

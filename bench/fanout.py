@@ -1059,16 +1059,7 @@ latency bounded).
 
 def write_docs(path: Path, report: str) -> None:
     """Replace the generated block, or add the section (and the block) at the end."""
-    block = f"{BEGIN_MARK}\n\n{report}\n{END_MARK}"
-    text = path.read_text() if path.exists() else "# Performance\n"
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        tail = rest.split(END_MARK, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + SECTION_TEXT + "\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    append.replace_block(path, report, begin=BEGIN_MARK, end=END_MARK, section=SECTION_TEXT)
 
 
 # --------------------------------------------------------------------------------------------
