@@ -33,42 +33,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import Api, Service, assert_problem, assert_problem_body, semantic
+from tests.helpers import (
+    TASK_FIELDS,
+    TERMINAL,
+    TRANSITIONS,
+    Api,
+    Service,
+    assert_problem,
+    assert_problem_body,
+    semantic,
+)
 
 MAX_EVENT_BYTES = 1024  # the smallest the settings allow, so "too large" is cheap to generate
 OPEN = ("pending", "running")
-TERMINAL = ("succeeded", "failed", "cancelled")
-# The contract's table: type -> {status before: status after}; absent means 409.
-NEXT_STATUS: dict[str, dict[str, str]] = {
-    "started": {"pending": "running"},
-    "progress": {"pending": "running", "running": "running"},
-    "log": {"pending": "pending", "running": "running"},
-    "succeeded": {"pending": "succeeded", "running": "succeeded"},
-    "failed": {"pending": "failed", "running": "failed"},
-    "cancelled": {"pending": "cancelled", "running": "cancelled"},
-}
 JSON_MEMBERS = ("result", "error", "metadata")
-MODEL_FIELDS = (
-    "id",
-    "tenant",
-    "kind",
-    "title",
-    "status",
-    "percent",
-    "done",
-    "total",
-    "message",
-    "stage",
-    "result",
-    "error",
-    "metadata",
-    "version",
-    "last_seq",
-    "created_at",
-    "updated_at",
-    "started_at",
-    "finished_at",
-)
+MODEL_FIELDS = sorted(TASK_FIELDS)
 GHOST = -1  # a task id that matches the pattern but was never created
 BAD_ID = -2  # a task id outside the pattern
 
@@ -107,7 +86,7 @@ def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
         assert event["version"] == task["version"] + 1, f"version hole before {event}"
         assert event["seq"] > task["last_seq"], f"seq not increasing at {event}"
         assert task["status"] in OPEN, f"{kind} stored after the task finished: {event}"
-        status = NEXT_STATUS[kind].get(task["status"])
+        status = TRANSITIONS[kind].get(task["status"])
         assert status is not None, f"{kind} stored while {task['status']}: {event}"
         task.update(status=status, version=event["version"], last_seq=event["seq"])
         task["updated_at"] = time
@@ -475,7 +454,7 @@ class Run:
         codes = set()
         if expected is not None and expected != model.version:
             codes.add("version_conflict")
-        if spec.type == "created" or model.status not in NEXT_STATUS[spec.type]:
+        if spec.type == "created" or model.status not in TRANSITIONS[spec.type]:
             codes.add("invalid_transition")
         if codes:
             return Outcome({409}, codes)
@@ -489,7 +468,7 @@ class Run:
         assert event["type"] == command.spec.type, event
         assert semantic(event["data"]) == semantic(command.spec.data), event
         assert event["version"] == model.version + 1, (event, model)
-        model.status = NEXT_STATUS[command.spec.type][model.status]
+        model.status = TRANSITIONS[command.spec.type][model.status]
         model.version += 1
         if command.key is not None:
             model.keys[command.key] = (command.spec.type, command.spec.data, event)
