@@ -14,7 +14,7 @@ from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from service.api import auth, headers, problems
+from service.api import auth, headers, problems, ratelimit
 from service.api.events import EventController
 from service.api.health import healthz, index, readyz
 from service.api.openapi import DocumentedJsonPlugin
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         reader=reader,
         streams=Streams(settings, reader, hub, listener),
+        limiter=ratelimit.limiter(settings.append_rate_per_second, settings.append_burst),
     )
 
     @asynccontextmanager

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         " empty: no CORS headers at all",
     )
 
+    append_rate_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="Events a token subject may append per second, per process; unset: no limit",
+    )
+    append_burst: float | None = Field(
+        default=None, ge=1, description="Events a subject may append at once (default: the rate)"
+    )
+
     pool_size: int = Field(default=10, ge=1, description="Database connections per process")
     append_group_max: int = Field(
         default=2000, ge=1, description="Most events committed in one group transaction"

@@ -49,6 +49,8 @@ class EventController(Controller):
     ) -> ASGIResponse:
         """201 with the event; a retry with the same ``Idempotency-Key`` answers 200."""
         settings = services.settings
+        if services.limiter is not None:
+            services.limiter.take(identity(request).sub)
         body = await json_body(request, settings.max_body_bytes)
         refuse_oversized_data(body, settings.max_event_bytes)
         key = idempotency_key(request)
@@ -72,9 +74,14 @@ class EventController(Controller):
     async def batch(self, request: Request[Any, Any, Any], services: Services) -> ASGIResponse:
         """Items apply in order and succeed or fail on their own; one result per item."""
         settings = services.settings
+        caller = identity(request)
+        if services.limiter is not None:
+            services.limiter.admit(caller.sub)  # 429 comes before 413: nothing read yet
         body = await json_body(request, settings.max_body_bytes, checked=False)
         envelope = validate(Batch, body)
-        tenant = identity(request).tenant
+        if services.limiter is not None:
+            services.limiter.charge(caller.sub, len(envelope.events))
+        tenant = caller.tenant
         results: list[dict[str, Any] | None] = [None] * len(envelope.events)
         commands: list[appender.Command] = []
         positions: list[int] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.api.ratelimit import AppendLimiter
 from service.settings import Settings
 from service.store.appender import Appender
 from service.store.database import Database
@@ -18,3 +19,5 @@ class Services:
     appender: Appender
     reader: Reader
     streams: Streams
+    limiter: AppendLimiter | None
+    """Appends per subject, when TASKSTREAM_APPEND_RATE_PER_SECOND is set."""

@@ -35,6 +35,8 @@ class TaskController(Controller):
         """Appends the task's ``created`` event. With ``Idempotency-Key``, a retry answers 200."""
         caller = identity(request)
         settings = services.settings
+        if services.limiter is not None:
+            services.limiter.take(caller.sub)
         body = await json_body(request, settings.max_body_bytes)
         key = idempotency_key(request)
         # The created event's data, encoded once: sized before validation (413 comes before
