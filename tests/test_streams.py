@@ -812,3 +812,40 @@ def test_the_test_client_decodes_chunks_split_anywhere() -> None:
         decoder = ChunkDecoder()
         out = b"".join(decoder.feed(wire[i : i + size]) for i in range(0, len(wire), size))
         assert out == b"".join(body) and decoder.done
+
+
+async def test_one_batch_reaches_mixed_subscribers_each_with_exactly_its_selection(
+    service: Service, streams: Streams
+) -> None:
+    """A batch commits as one group, so the listener publishes many frames at once: the
+    tenant's unfiltered streams share one joined write, filtered ones get their own, and no
+    other tenant's stream sees any of it."""
+    for task_id, kind in (("a", "build"), ("b", "deploy")):
+        await service.api.create_task(id=task_id, kind=kind)
+    await service.as_(tenant="t2").create_task(id="a")
+    everything = await streams.live(service, "/v1/stream")
+    only_a = await streams.live(service, "/v1/stream", params=[("task_id", "a")])
+    only_logs = await streams.live(service, "/v1/stream", params=[("type", "log")])
+    deploys = await streams.live(service, "/v1/stream", params=[("kind", "deploy")])
+    other_tenant = await streams.live(service, "/v1/stream", tenant="t2")
+    items = [
+        {"task_id": task_id, "type": "log", "data": {"level": "info", "message": str(n)}}
+        if n % 3 == 0
+        else {"task_id": task_id, "type": "progress", "data": {"percent": n}}
+        for n in range(1, 31)
+        for task_id in ("a", "b")
+    ]
+    results = (await service.api.batch(items)).json()["results"]
+    events = [result["event"] for result in results]
+    assert [result["status"] for result in results] == [201] * len(items)
+    cases = [
+        (everything, events),
+        (only_a, [e for e in events if e["task_id"] == "a"]),
+        (only_logs, [e for e in events if e["type"] == "log"]),
+        (deploys, [e for e in events if e["task_id"] == "b"]),
+    ]
+    for client, expected in cases:
+        frames = await client.events_through(expected[-1]["seq"])
+        assert [json.loads(frame.data) for frame in frames] == expected
+    with pytest.raises(TimeoutError):
+        await other_tenant.next_event(seconds=0.5)

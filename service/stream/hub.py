@@ -96,7 +96,8 @@ class Subscriber:
 
     # -- called by the hub, synchronously
 
-    def deliver(self, frames: list[Frame], now: float) -> None:
+    def deliver(self, frames: list[Frame], now: float, joined: bytes | None = None) -> None:
+        """Write ``frames`` (``joined``: their chunks, joined once for every subscriber)."""
         if self.end is not None:
             return
         sink = self.sink
@@ -108,9 +109,10 @@ class Subscriber:
             frames = [frame for frame in frames if frame.seq > last]
             if not frames:
                 return
+            joined = None
         self.last_sent = frames[-1].seq
         self.last_write = now
-        if not sink.write(frames):
+        if not sink.write(frames, joined):
             self.cut_off()
         elif self.ends_on_terminal and frames[-1].terminal:
             self.finish(End.TERMINAL)
@@ -228,6 +230,9 @@ class _Routes:
 
     def matching(self, frame: Frame) -> Iterable[Subscriber]:
         yield from self.unfiltered
+        yield from self.filtered(frame)
+
+    def filtered(self, frame: Frame) -> Iterable[Subscriber]:
         for index, key in (
             (self.by_task, frame.task_id),
             (self.by_type, frame.type),
@@ -286,16 +291,30 @@ class Hub:
                 for subscriber in list(routes.matching(frame)):
                     subscriber.deliver(frames, now)
             return
-        batches: dict[Subscriber, list[Frame]] = {}
+        # Several frames (the listener read them together): a tenant's unfiltered subscribers
+        # all get the same bytes, joined once; filtered ones get their own selection.
+        by_tenant: dict[str, list[Frame]] = {}
         for frame in frames:
-            routes = self._tenants.get(frame.tenant)
-            if routes is not None:
-                for subscriber in routes.matching(frame):
+            by_tenant.setdefault(frame.tenant, []).append(frame)
+        batches: dict[Subscriber, list[Frame]] = {}
+        shared: list[tuple[list[Subscriber], list[Frame], bytes]] = []
+        for tenant, tenant_frames in by_tenant.items():
+            routes = self._tenants.get(tenant)
+            if routes is None:
+                continue
+            if routes.unfiltered:
+                joined = b"".join(frame.chunk for frame in tenant_frames)
+                shared.append((list(routes.unfiltered), tenant_frames, joined))
+            for frame in tenant_frames:
+                for subscriber in routes.filtered(frame):
                     batch = batches.get(subscriber)
                     if batch is None:
                         batches[subscriber] = [frame]
                     else:
                         batch.append(frame)
+        for subscribers, tenant_frames, joined in shared:
+            for subscriber in subscribers:
+                subscriber.deliver(tenant_frames, now, joined)
         for subscriber, batch in batches.items():
             subscriber.deliver(batch, now)
 

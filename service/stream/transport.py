@@ -69,8 +69,9 @@ class HttpProtocol(HttpToolsProtocol):
 class Sink(Protocol):
     """Where a subscriber's frames go once it is live."""
 
-    def write(self, frames: Sequence[Frame]) -> bool:
-        """Queue ``frames`` for the client; False when the client is too far behind."""
+    def write(self, frames: Sequence[Frame], joined: bytes | None = None) -> bool:
+        """Queue ``frames`` for the client (``joined``: their chunks, already joined); False
+        when the client is too far behind."""
 
     def close(self) -> None:
         """Drop what is unsent and let the handler finish."""
@@ -85,11 +86,13 @@ class DirectSink:
         self.transport = transport
         self.limit = limit
 
-    def write(self, frames: Sequence[Frame]) -> bool:
+    def write(self, frames: Sequence[Frame], joined: bytes | None = None) -> bool:
         transport = self.transport
         if transport.is_closing():
             return False
-        if len(frames) == 1:
+        if joined is not None:
+            transport.write(joined)
+        elif len(frames) == 1:
             transport.write(frames[0].chunk)
         else:
             transport.write(b"".join(frame.chunk for frame in frames))
@@ -120,7 +123,7 @@ class QueuedSink:
         self.pending_bytes = 0
         self.closed = False
 
-    def write(self, frames: Sequence[Frame]) -> bool:
+    def write(self, frames: Sequence[Frame], joined: bytes | None = None) -> bool:
         if self.closed:
             return False
         for frame in frames:
