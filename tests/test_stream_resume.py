@@ -13,6 +13,7 @@ import resource
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -322,7 +323,8 @@ async def test_a_slow_subscriber_is_cut_off_and_loses_nothing_while_others_flow(
 
 
 def _database_name(url: str) -> str:
-    return url.rsplit("/", 1)[1].split("?", 1)[0]
+    # Not url.rsplit("/"): the embedded Postgres's URLs carry ?host=/path/to/socket.
+    return urlsplit(url).path.lstrip("/")
 
 
 async def _listener_pids(admin: asyncpg.Connection, database: str) -> list[int]:
