@@ -52,10 +52,10 @@ class EventController(Controller):
         if services.limiter is not None:
             services.limiter.take(identity(request).sub)
         body = await json_body(request, settings.max_body_bytes)
-        refuse_oversized_data(body, settings.max_event_bytes)
+        data_json = refuse_oversized_data(body, settings.max_event_bytes)
         key = idempotency_key(request)
         spec = validate(AppendEvent, body)
-        checked = check_event(spec.type, spec.data, settings.max_event_bytes)
+        checked = check_event(spec.type, spec.data, settings.max_event_bytes, data_json)
         if not is_task_id(task_id):
             raise TaskNotFound(f"task {task_id!r} does not exist")
         command = appender.AppendEvent(
@@ -88,9 +88,9 @@ class EventController(Controller):
         for index, item in enumerate(envelope.events):
             try:
                 check(item, depth=2)  # an item sits two levels below the body
-                refuse_oversized_data(item, settings.max_event_bytes)
+                data_json = refuse_oversized_data(item, settings.max_event_bytes)
                 spec = validate(BatchItem, item)
-                checked = check_event(spec.type, spec.data, settings.max_event_bytes)
+                checked = check_event(spec.type, spec.data, settings.max_event_bytes, data_json)
             except Problem as problem:
                 results[index] = {"status": problem.status, "error": problem.body()}
                 continue

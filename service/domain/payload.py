@@ -134,16 +134,24 @@ def _encoded_data(data: Any, max_bytes: int) -> bytes:
     return data_json
 
 
-def refuse_oversized_data(body: Any, max_bytes: int) -> None:
+def refuse_oversized_data(body: Any, max_bytes: int) -> bytes | None:
     """413 before 422 (the contract's order): oversized ``data`` is the answer even when
-    something else in the same body or item is invalid too."""
+    something else in the same body or item is invalid too. Returns the encoded data, for
+    check_event, so that it is encoded once."""
     if isinstance(body, dict) and "data" in body:
-        _encoded_data(body["data"], max_bytes)
+        return _encoded_data(body["data"], max_bytes)
+    return None
 
 
-def check_event(type_name: str, data: dict[str, Any], max_bytes: int) -> CheckedEvent:
-    """Type known, data small enough (counted on its compact encoding) and valid for its type."""
-    data_json = _encoded_data(data, max_bytes)
+def check_event(
+    type_name: str, data: dict[str, Any], max_bytes: int, data_json: bytes | None = None
+) -> CheckedEvent:
+    """Type known, data small enough (counted on its compact encoding) and valid for its type.
+
+    ``data_json``: ``data`` already encoded and sized by refuse_oversized_data (strict
+    validation changes no value, so it is the same JSON)."""
+    if data_json is None:
+        data_json = _encoded_data(data, max_bytes)
     try:
         event_type = EventType(type_name)
     except ValueError:
