@@ -1288,15 +1288,8 @@ def wait_quiet(max_wait: float, threshold: float = 15.0) -> float:
     return busy
 
 
-def describe_run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, str]:
-    info = machine()
-    info["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    info["command"] = "uv run python bench/append.py" + (
-        " " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
-    )
-    if args.client == "wrk":
-        ver = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-        info["wrk"] = (ver.stdout or ver.stderr).split("[", 1)[0].strip()
+def working_tree_code() -> str:
+    """The commit being measured, and whether service/ or migrations/ differ from it."""
     head = subprocess.run(
         ["git", "-C", str(ROOT), "log", "-1", "--format=%h %cI"],
         capture_output=True,
@@ -1309,10 +1302,22 @@ def describe_run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[s
         text=True,
         check=False,
     ).stdout.strip()
-    if head:
-        info["code"] = head + (
-            " with uncommitted changes to service/ or migrations/" if dirty else ""
-        )
+    if not head:
+        return ""
+    return head + (" with uncommitted changes to service/ or migrations/" if dirty else "")
+
+
+def describe_run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, str]:
+    info = machine()
+    info["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info["command"] = "uv run python bench/append.py" + (
+        " " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
+    )
+    if args.client == "wrk":
+        ver = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+        info["wrk"] = (ver.stdout or ver.stderr).split("[", 1)[0].strip()
+    if code := working_tree_code():
+        info["code"] = code
     idle_busy = wait_quiet(args.wait_quiet)
     info["idle_busy"] = f"{idle_busy:.0f} %"
     if idle_busy > 20:

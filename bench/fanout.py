@@ -1282,24 +1282,10 @@ def describe_run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[s
     info["command"] = "uv run python bench/fanout.py" + (
         " " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
     )
-    head = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %cI"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "service", "migrations"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     if args.code:
         info["code"] = git_describe(args.code) + " (a `git archive` of it, not the working tree)"
-    elif head:
-        info["code"] = head + (
-            " with uncommitted changes to service/ or migrations/" if dirty else ""
-        )
+    elif code := append.working_tree_code():
+        info["code"] = code
     if args.wait_quiet > 0:
         waited = wait_for_quiet(args.wait_quiet)
         if waited:
