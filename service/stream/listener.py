@@ -115,6 +115,12 @@ class Listener:
             raise ConnectionError(f"no answer to a probe in {self._probe_seconds}s") from None
 
     async def _catch_up(self) -> None:
+        if not len(self._hub):
+            # Nobody to deliver to: follow the head without reading or encoding the events.
+            # A stream that opens later reads the table itself (its backfill), from its own
+            # position, after joining the hub, so nothing this skips can be missed.
+            self._hub.position = await self._reader.newest_seq()
+            return
         while True:
             rows = await self._reader.stream_tail(self._hub.position, limit=PAGE)
             if rows:
