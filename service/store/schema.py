@@ -53,7 +53,10 @@ tasks = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("create_key", Text),
     Column("create_fingerprint", Text),
+    Column("cancel_seq", BigInteger),
+    Column("lease_seconds", Integer),
     PrimaryKeyConstraint("tenant", "id", name="tasks_pkey"),
+    CheckConstraint("lease_seconds > 0", name="tasks_lease_seconds_check"),
     CheckConstraint(
         "status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')",
         name="tasks_status_check",
@@ -61,6 +64,11 @@ tasks = Table(
     Index("tasks_listing", "tenant", text("created_at DESC"), text("id DESC")),
     Index("tasks_listing_status", "tenant", "status", text("created_at DESC"), text("id DESC")),
     Index("tasks_listing_kind", "tenant", "kind", text("created_at DESC"), text("id DESC")),
+    Index(
+        "tasks_leases",
+        "updated_at",
+        postgresql_where=text("status = 'running' AND lease_seconds IS NOT NULL"),
+    ),
     Index(
         "tasks_create_key",
         "tenant",
