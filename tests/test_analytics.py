@@ -271,28 +271,8 @@ PHASES_SET = "SELECT tenant, id, started_at IS NULL, finished_at IS NULL FROM ta
 
 # Stand-in for POST /v1/tasks/{id}/cancel while this branch predates it: the cancel_requested
 # event and the task row as the service writes them (domain/state.apply).
-CANCEL_BY_HAND = """
-WITH event AS (
-  INSERT INTO events (seq, tenant, task_id, kind, version, type, data, time)
-  SELECT nextval('events_seq'), tenant, id, kind, version + 1, 'cancel_requested', $3::jsonb,
-         clock_timestamp()
-  FROM tasks WHERE tenant = $1 AND id = $2 AND status IN ('pending', 'running')
-  RETURNING seq, version, time
-)
-UPDATE tasks SET version = event.version, last_seq = event.seq, updated_at = event.time,
-                 cancel_seq = event.seq
-FROM event WHERE tasks.tenant = $1 AND tasks.id = $2
-RETURNING event.seq
-"""
-
-
-async def request_cancel(
-    service: Service, admin_url: str, tenant: str, task_id: str, data: dict[str, Any]
-) -> int:
+async def request_cancel(service: Service, tenant: str, task_id: str, data: dict[str, Any]) -> int:
     response = await service.as_(tenant=tenant).post(f"/v1/tasks/{task_id}/cancel", json=data)
-    if response.status_code in (404, 405) and response.json()["code"] != "task_not_found":
-        async with connected(admin_url) as connection:
-            return int(await connection.fetchval(CANCEL_BY_HAND, tenant, task_id, json.dumps(data)))
     return int(assert_created(response)["seq"])
 
 
@@ -315,7 +295,7 @@ async def seed(service: Service, admin_url: str) -> Clock:
             continue
         step = script.steps[index]
         if step.type == "cancel_requested":
-            seq = await request_cancel(service, admin_url, script.tenant, script.id, step.data)
+            seq = await request_cancel(service, script.tenant, script.id, step.data)
         else:
             seq = (await api.event(script.id, step.type, step.data))["seq"]
         times.append((seq, at))
