@@ -15,8 +15,9 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from service.api import auth, headers, problems, ratelimit
+from service.api.dashboard import dashboard
 from service.api.events import EventController
-from service.api.health import healthz, index, readyz
+from service.api.health import healthz, readyz
 from service.api.openapi import DocumentedJsonPlugin
 from service.api.services import Services
 from service.api.streams import task_stream, tenant_stream
@@ -138,7 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tenant_stream,
             healthz,
             readyz,
-            index,
+            dashboard,
         ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         middleware=[auth.middleware(token_verifier)],

@@ -1,4 +1,4 @@
-"""Liveness, readiness and the page at ``/``; all open without a token."""
+"""Liveness and readiness; both open without a token."""
 
 from __future__ import annotations
 
@@ -42,19 +42,3 @@ async def readyz(services: Services) -> ASGIResponse:
     if problem is not None:
         raise NotReady(problem)
     return json_response(encode({"status": "ready"}))
-
-
-INDEX = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>taskstream</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main><h1>taskstream</h1>
-<p>Task progress events on Postgres. The live dashboard will live here.</p>
-<p>API description: <a href="/schema/openapi.json">/schema/openapi.json</a>.
-Health: <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>.</p>
-</main></body></html>
-"""
-
-
-@get("/", opt={PUBLIC: True}, include_in_schema=False)
-async def index() -> ASGIResponse:
-    return ASGIResponse(body=INDEX, media_type="text/html; charset=utf-8")
