@@ -55,6 +55,7 @@ let summaryDirty = true;
 let finishedSinceAnnounce = [];
 let announceTimer = 0;
 let detail = null;
+let wantedKind = "";
 
 // ------------------------------------------------------------------------------ start
 
@@ -127,6 +128,7 @@ function signOut(message) {
   watch = null;
   clearTimeout(retryTimer);
   if (dialog.open) dialog.close();
+  statusFilter.value = kindFilter.value = "";
   clearTasks();
   showSignIn(message);
 }
@@ -213,7 +215,7 @@ async function load() {
     const entry = addTask(task, listedAt);
     rows.append(entry.row);
   }
-  summaryDirty = true;
+  applyFilters(); // the kind chosen before a reload is back among the options now
   schedule();
   watch = watchTasks({
     token,
@@ -223,8 +225,8 @@ async function load() {
     onState: setConnection,
     onReset: () => load(), // history was pruned under us: start over from a fresh listing
     onError: ({ status, problem }) => {
-      if (status === 401 || status === 403) signOut(`The server refused the token: ${problem?.detail ?? status}`);
-      else setConnection("closed");
+      if (status !== 401 && status !== 403) setConnection("closed");
+      else signOut(`The server refused the token: ${problem?.detail ?? status}`);
     },
   });
   if (detail) loadHistory(detail);
@@ -236,6 +238,10 @@ function clearTasks() {
   dirty.clear();
   fresh = [];
   rows.replaceChildren();
+  // The kinds come back with the tasks; a kind that was chosen stays chosen.
+  kinds.clear();
+  wantedKind = kindFilter.value;
+  for (const option of [...kindFilter.options].slice(1)) option.remove();
   summaryDirty = true;
 }
 
@@ -248,7 +254,6 @@ function addTask(task, listedAt) {
     shown: {},
     pace: [],
     listedEta: task.eta_seconds,
-    listedElapsed: task.elapsed_seconds,
     listedAt,
     cells: {
       title: row.querySelector(".title"),
@@ -320,7 +325,7 @@ function count(status, delta) {
 function addKind(kind) {
   if (kinds.has(kind)) return;
   kinds.add(kind);
-  const option = new Option(kind, kind);
+  const option = new Option(kind, kind, false, kind === wantedKind);
   const after = [...kindFilter.options].slice(1).find((o) => o.value.localeCompare(kind) > 0);
   kindFilter.add(option, after ?? null);
 }
@@ -395,8 +400,9 @@ function paint(entry) {
 function paintClock(entry, now) {
   const elapsed = formatDuration(elapsedSeconds(entry, now));
   const eta = formatDuration(etaSeconds(entry, now));
-  if (entry.shown.elapsed !== elapsed) entry.cells.elapsed.textContent = entry.shown.elapsed = elapsed;
-  if (entry.shown.eta !== eta) entry.cells.eta.textContent = entry.shown.eta = eta;
+  const { shown, cells } = entry;
+  if (shown.elapsed !== elapsed) cells.elapsed.textContent = shown.elapsed = elapsed;
+  if (shown.eta !== eta) cells.eta.textContent = shown.eta = eta;
 }
 
 // Elapsed and ETA move with the clock: once a second, for the running tasks.
@@ -481,7 +487,8 @@ function formatDuration(seconds) {
   const s = Math.round(seconds);
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
+  const minutes = String(Math.floor(s / 60) % 60).padStart(2, "0");
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${minutes}m`;
   return `${Math.floor(s / 86400)}d ${Math.floor(s / 3600) % 24}h`;
 }
 
@@ -527,7 +534,8 @@ async function loadHistory(view) {
   view.loaded = false;
   try {
     for (;;) {
-      const page = await api(`/v1/tasks/${encodeURIComponent(view.id)}/events?after=${after}&limit=1000`);
+      const path = `/v1/tasks/${encodeURIComponent(view.id)}/events`;
+      const page = await api(`${path}?after=${after}&limit=1000`);
       if (detail !== view) return;
       items.push(...page.items);
       if (items.length > LOG_LIMIT) skipped += items.splice(0, items.length - LOG_LIMIT).length;
@@ -568,7 +576,8 @@ function paintDetail() {
     const percent = task.percent ?? 0;
     $("detail-meter").querySelector(".fill").style.transform = `scaleX(${percent / 100})`;
     $("detail-meter").setAttribute("aria-valuenow", String(Math.round(percent)));
-    $("detail-percent").textContent = task.percent === null ? "—" : `${formatPercent(task.percent)}%`;
+    $("detail-percent").textContent =
+      task.percent === null ? "—" : `${formatPercent(task.percent)}%`;
     paintFields(entry);
     paintCancel(task);
     // What a screen reader hears: the status, and progress in steps of 10 %.
@@ -704,7 +713,9 @@ function describe(event) {
     case "progress": {
       const parts = [];
       if (typeof data.percent === "number") parts.push(`${formatPercent(data.percent)}%`);
-      if (typeof data.done === "number") parts.push(data.total ? `${data.done}/${data.total}` : `${data.done} done`);
+      if (typeof data.done === "number") {
+        parts.push(data.total ? `${data.done}/${data.total}` : `${data.done} done`);
+      }
       if (data.stage) parts.push(`[${data.stage}]`);
       if (data.message) parts.push(data.message);
       return parts.join(" ");
@@ -712,9 +723,13 @@ function describe(event) {
     case "log":
       return `${data.level}: ${data.message}`;
     case "succeeded":
-      return data.result === undefined || data.result === null ? "" : short(JSON.stringify(data.result));
+      return data.result === undefined || data.result === null
+        ? ""
+        : short(JSON.stringify(data.result));
     case "failed":
-      return [data.error?.message, data.error?.code && `(${data.error.code})`].filter(Boolean).join(" ");
+      return [data.error?.message, data.error?.code && `(${data.error.code})`]
+        .filter(Boolean)
+        .join(" ");
     default:
       return data.reason ?? "";
   }
