@@ -13,8 +13,10 @@ ARGS ?=
 FANOUT_ARGS ?=
 # Extra arguments of bench/export.py under `make bench` / `make bench-export`: EXPORT_ARGS="--quick"
 EXPORT_ARGS ?=
+# Extra arguments of bench/browser.py under `make bench` / `make bench-browser`: BROWSER_ARGS="--quick"
+BROWSER_ARGS ?=
 
-.PHONY: help install run test lint fmt migrate bench bench-append bench-fanout bench-export
+.PHONY: help install run test lint fmt migrate bench bench-append bench-fanout bench-export bench-browser
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,7 +51,7 @@ fmt: install ## apply ruff's fixes and formatting
 migrate: install ## apply pending migrations to TASKSTREAM_DATABASE_URL (or the embedded dev Postgres)
 	$(UV) run --frozen taskstream migrate
 
-bench: bench-append bench-fanout bench-export ## run the three benchmarks (ARGS to append.py, FANOUT_ARGS to fanout.py, EXPORT_ARGS to export.py)
+bench: bench-append bench-fanout bench-export bench-browser ## run the four benchmarks (ARGS to append.py, FANOUT_ARGS to fanout.py, EXPORT_ARGS to export.py, BROWSER_ARGS to browser.py)
 
 bench-append: install ## the append benchmark (bench/append.py)
 	$(UV) run --frozen python bench/append.py $(ARGS)
@@ -59,3 +61,6 @@ bench-fanout: install ## the SSE fan-out benchmark (bench/fanout.py)
 
 bench-export: install ## the export memory benchmark, 1,000,000 events (bench/export.py)
 	$(UV) run --frozen python bench/export.py $(EXPORT_ARGS)
+
+bench-browser: install ## the dashboard in Chromium, 1,000 tasks and 100 events/s (bench/browser.py)
+	$(UV) run --frozen python bench/browser.py $(BROWSER_ARGS)
