@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 from service.domain.problems import TooManyStreams
@@ -72,12 +72,15 @@ class Streams:
             if remaining:
                 self._per_subject[subject] = remaining
 
-    def subscriber(self, selection: Selection, *, after: int, task: bool) -> Subscriber:
+    def subscriber(
+        self, selection: Selection, *, after: int, task: bool, latest_progress: bool
+    ) -> Subscriber:
         return Subscriber(
             selection,
             last_sent=after,
             limit=self.settings.stream_buffer_bytes,
             ends_on_terminal=task,
+            latest_progress=latest_progress,
         )
 
     async def answer(self, send: Any, body: bytes) -> None:
@@ -117,7 +120,7 @@ class Streams:
             await send({"type": "http.response.body", "body": first, "more_body": True})
             del first  # a snapshot can be large, and this frame lives as long as the stream
             sink: Sink = (
-                DirectSink(protocol.transport, self.settings.stream_buffer_bytes)
+                DirectSink(protocol, self.settings.stream_buffer_bytes)
                 if protocol is not None
                 else QueuedSink(self.settings.stream_buffer_bytes, subscriber.wake)
             )
@@ -172,12 +175,17 @@ class Streams:
             return await self.reader.stream_page(selection, limit=BACKFILL_PAGE)
 
     async def _live(self, subscriber: Subscriber, sink: Sink, send: Any) -> None:
-        """Wait for the end; under a :class:`QueuedSink`, also send what it collects."""
+        """Wait for the end; under a :class:`QueuedSink`, also send what it collects; for a
+        subscriber behind (``?progress=latest``), wait for the socket and catch up."""
+        loop = asyncio.get_running_loop()
         while True:
             await subscriber.woken_up()
             if isinstance(sink, QueuedSink) and sink.pending:
                 body = sink.take()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+            while subscriber.behind is not None and subscriber.end is None:
+                await _first(sink.drained(), subscriber.woken_up())
+                subscriber.catch_up(loop.time())
             if subscriber.end is not None:
                 return
 
@@ -185,6 +193,16 @@ class Streams:
         """Shutdown: refuse new streams (not ready) and end the open ones cleanly."""
         self.stopping = True
         self.hub.stop_all()
+
+
+async def _first(*waits: Coroutine[Any, Any, None]) -> None:
+    """Until the first of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _watch(receive: Any, subscriber: Subscriber) -> None:
