@@ -10,7 +10,7 @@ import pytest
 
 from service.stream.frames import Frame as StreamFrame
 from service.stream.latest import LatestProgress
-from tests.helpers import Service, assert_ok
+from tests.helpers import Service, assert_ok, scrape, value
 from tests.sse import Frame, SseClient, wait_ready
 
 SMALL_BUFFER = {"stream_buffer_bytes": 16384}
@@ -73,6 +73,7 @@ async def open_stalled(service: Service, params: list[tuple[str, str | int]]) ->
 async def test_a_subscriber_behind_loses_only_superseded_progress(service: Service) -> None:
     for task_id in TASKS:
         await service.api.create_task(id=task_id)
+    before = await scrape(service.client)
     async with await open_stalled(service, [("progress", "latest")]) as client:
         appended = await append_burst(service, rounds=60)  # ~12 MB for a stalled reader
         frames = await read_through(client, appended[-1]["seq"])
@@ -86,6 +87,11 @@ async def test_a_subscriber_behind_loses_only_superseded_progress(service: Servi
     missing = [event for event in appended if event["seq"] not in kept]
     assert missing, "nothing was dropped: the reader never fell behind"
     assert {event["type"] for event in missing} == {"progress"}
+    dropped = "taskstream_progress_dropped_total"
+    after = await scrape(service.client)
+    assert value(after, dropped) - value(before, dropped) == len(missing)
+    cut = "taskstream_slow_subscriber_disconnects_total"
+    assert value(after, cut) == value(before, cut)
     for task_id in TASKS:  # each task's last progress always arrives
         last = [e for e in appended if e["task_id"] == task_id and e["type"] == "progress"][-1]
         assert last["seq"] in kept
@@ -95,10 +101,13 @@ async def test_a_subscriber_behind_loses_only_superseded_progress(service: Servi
 async def test_without_the_option_the_same_subscriber_is_cut_off(service: Service) -> None:
     for task_id in TASKS:
         await service.api.create_task(id=task_id)
+    before = await scrape(service.client)
     async with await open_stalled(service, []) as client:
         appended = await append_burst(service, rounds=60)
         with pytest.raises(AssertionError, match="cut off"):
             await read_through(client, appended[-1]["seq"])
+    cut = "taskstream_slow_subscriber_disconnects_total"
+    assert value(await scrape(service.client), cut) == value(before, cut) + 1
 
 
 @pytest.mark.parametrize("service", [SMALL_BUFFER], indirect=True)
@@ -121,9 +130,9 @@ async def test_events_that_cannot_be_dropped_still_cut_off_a_stalled_subscriber(
 
 async def test_the_option_takes_all_or_latest_only(service: Service) -> None:
     await wait_ready(service.client)
-    for value in ("all", "latest"):
+    for option in ("all", "latest"):
         async with await SseClient.open(
-            service.base_url, "/v1/stream", token=service.token(), params=[("progress", value)]
+            service.base_url, "/v1/stream", token=service.token(), params=[("progress", option)]
         ) as client:
             assert client.status == 200
     async with await SseClient.open(

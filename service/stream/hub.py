@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from service import metrics
 from service.stream.frames import KEEP_ALIVE_FRAME, Frame
 from service.stream.latest import LatestProgress
 from service.stream.transport import Sink
@@ -211,6 +212,8 @@ class Subscriber:
         self.woken = False
 
     def cut_off(self) -> None:
+        if self.end is None:
+            metrics.slow_disconnects.inc()
         self.finish(End.SLOW)
         if self.sink is not None:
             self.sink.close()
@@ -323,8 +326,10 @@ class Hub:
             frame = frames[0]
             routes = self._tenants.get(frame.tenant)
             if routes is not None:
-                for subscriber in list(routes.matching(frame)):
+                targets = list(routes.matching(frame))
+                for subscriber in targets:
                     subscriber.deliver(frames, now)
+                metrics.frames_delivered.inc(len(targets))
             return
         # Several frames (the listener read them together): a tenant's unfiltered subscribers
         # all get the same bytes, joined once; filtered ones get their own selection.
@@ -347,11 +352,15 @@ class Hub:
                         batches[subscriber] = [frame]
                     else:
                         batch.append(frame)
+        delivered = 0
         for subscribers, tenant_frames, joined in shared:
             for subscriber in subscribers:
                 subscriber.deliver(tenant_frames, now, joined)
+            delivered += len(subscribers) * len(tenant_frames)
         for subscriber, batch in batches.items():
             subscriber.deliver(batch, now)
+            delivered += len(batch)
+        metrics.frames_delivered.inc(delivered)
 
     def stop_all(self) -> None:
         for subscriber in list(self._subscribers):

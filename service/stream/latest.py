@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
+from service import metrics
 from service.stream.frames import Frame
 
 PROGRESS = "progress"
@@ -34,7 +35,7 @@ def _members(frame: Frame) -> frozenset[str]:
 class LatestProgress:
     """Frames waiting for a subscriber's socket to drain."""
 
-    __slots__ = ("dropped", "frames", "limit", "pending_bytes", "progress")
+    __slots__ = ("frames", "limit", "pending_bytes", "progress")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -43,7 +44,6 @@ class LatestProgress:
         self.progress: dict[str, tuple[int, frozenset[str]]] = {}
         """Task id → index in ``frames`` of its waiting progress frame, and that frame's
         data members."""
-        self.dropped = 0
 
     def add(self, frames: list[Frame]) -> bool:
         """Keep ``frames`` (dropping what they supersede); False once over the bound."""
@@ -56,7 +56,7 @@ class LatestProgress:
                     assert superseded is not None
                     self.frames[waiting[0]] = None
                     self.pending_bytes -= len(superseded.chunk)
-                    self.dropped += 1
+                    metrics.progress_dropped.inc()
                 self.progress[frame.task_id] = (len(self.frames), members)
             self.frames.append(frame)
             self.pending_bytes += len(frame.chunk)

@@ -15,6 +15,7 @@ import math
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
+from service import metrics
 from service.domain.problems import TooManyStreams
 from service.settings import Settings
 from service.store.database import UNAVAILABLE
@@ -109,6 +110,7 @@ class Streams:
         else:
             watching = asyncio.ensure_future(_watch(receive, subscriber))
         self.hub.subscribe(subscriber)
+        metrics.streams_open.inc()
         try:
             await send(
                 {
@@ -135,6 +137,8 @@ class Streams:
             await self._live(subscriber, sink, send)
         finally:
             self.hub.unsubscribe(subscriber)
+            metrics.streams_open.dec()
+            metrics.streams_ended.labels((subscriber.end or End.LOST).name.lower()).inc()
             if protocol is not None:
                 protocol.watcher = None
             if watching is not None:
@@ -157,6 +161,7 @@ class Streams:
                 else None
             )
             body = "".join([frame_text(row) for row in rows]).encode()
+            metrics.backfilled_events.inc(len(rows))
             try:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             finally:
