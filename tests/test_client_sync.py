@@ -54,8 +54,7 @@ async def test_calls_and_refusals(service: Service) -> None:
             assert [t.id for t in client.list_tasks(page_size=1)] == ["u", "t"]
             assert client.list_tasks_page(kind="deploy").items[0].id == "u"
             assert list(client.export(task_id="t")) == list(client.events(task_id="t"))
-            assert client.history_page("t", limit=1).next_after is not None
-            assert client.events_page(type="created").items[1].task_id == "u"
+            assert [e.task_id for e in client.events(type="created", page_size=1)] == ["t", "u"]
             return list(client.history("t", page_size=2))
 
     history = await asyncio.to_thread(work)

@@ -27,7 +27,6 @@ from service.client.tracking import TaskFinished
 from service.domain.models import (
     BatchItem,
     Event,
-    EventPage,
     EventType,
     ProgressData,
     Task,
@@ -45,7 +44,6 @@ __all__ = [
     "Conflict",
     "ConnectionFailed",
     "Event",
-    "EventPage",
     "EventType",
     "Forbidden",
     "InvalidTransition",

@@ -5,6 +5,7 @@ driver; the two families differ only in that driver."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -29,6 +30,18 @@ from service.domain.models import Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _with_core(
+    method: Callable[Concatenate[Tracking, P], R],
+) -> Callable[Concatenate[_TrackerView, P], R]:
+    """A tracker's method that needs no I/O, so it is the same for both kinds."""
+
+    @functools.wraps(method)
+    def call(self: _TrackerView, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(self._core, *args, **kwargs)
+
+    return call
 
 
 class _TrackerView:
@@ -56,17 +69,7 @@ class _TrackerView:
     def result(self, value: Any) -> None:
         self._core.result = value
 
-    def progress(
-        self,
-        percent: float | None = None,
-        done: int | None = None,
-        total: int | None = None,
-        message: str | None = None,
-        stage: str | None = None,
-    ) -> None:
-        """Record progress (never blocks; sent coalesced, at most once per interval).
-        ``percent`` or ``done`` must have been given at least once."""
-        self._core.progress(percent, done, total, message, stage)
+    progress = _with_core(Tracking.progress)
 
 
 class Tracker(_TrackerView, SyncRunner[Tracking]):
@@ -194,9 +197,7 @@ class Taskstream(SyncRunner[Operations]):
     append = blocking(Operations.append)
     append_batch = blocking(Operations.append_batch)
     cancel = blocking(Operations.cancel)
-    history_page = blocking(Operations.history_page)
     history = iterating(Operations.history)
-    events_page = blocking(Operations.events_page)
     events = iterating(Operations.events)
     export = iterating(Operations.export)
     subscribe = iterating(Operations.subscribe)
@@ -237,9 +238,7 @@ class AsyncTaskstream(AsyncRunner[Operations]):
     append = awaitable(Operations.append)
     append_batch = awaitable(Operations.append_batch)
     cancel = awaitable(Operations.cancel)
-    history_page = awaitable(Operations.history_page)
     history = async_iterating(Operations.history)
-    events_page = awaitable(Operations.events_page)
     events = async_iterating(Operations.events)
     export = async_iterating(Operations.export)
     subscribe = async_iterating(Operations.subscribe)

@@ -290,42 +290,12 @@ class Operations:
 
     # ------------------------------------------------------------------ history
 
-    def history_page(
-        self, task_id: str, after: int | None = None, limit: int | None = None
-    ) -> Op[EventPage]:
-        """One page of a task's events, ascending by ``seq``."""
-        params = _query(after=after, limit=limit)
-        response = yield from self.call(
-            "GET", f"/v1/tasks/{_segment(task_id)}/events", params=params
-        )
-        return EventPage.model_validate_json(response.content)
-
     def history(
         self, task_id: str, after: int | None = None, page_size: int | None = None
     ) -> Feed[Event]:
-        """Every event of a task after ``after``, page after page."""
-        while True:
-            page = yield from self.history_page(task_id, after, page_size)
-            for event in page.items:
-                yield Emit(event)
-            if page.next_after is None:
-                return
-            after = page.next_after
-
-    def events_page(
-        self,
-        task_id: Filter = None,
-        type: Filter = None,
-        kind: Filter = None,
-        after: int | None = None,
-        since: Moment = None,
-        until: Moment = None,
-        limit: int | None = None,
-    ) -> Op[EventPage]:
-        """One page of the tenant's events (scope ``events:read``), ascending by ``seq``."""
-        params = self._selection(task_id, type, kind, after, since, until) + _query(limit=limit)
-        response = yield from self.call("GET", "/v1/events", params=params)
-        return EventPage.model_validate_json(response.content)
+        """Every event of a task after ``after``, ascending by ``seq``, page after page."""
+        path = f"/v1/tasks/{_segment(task_id)}/events"
+        yield from self._every_event(path, _query(limit=page_size), after)
 
     def events(
         self,
@@ -337,9 +307,15 @@ class Operations:
         until: Moment = None,
         page_size: int | None = None,
     ) -> Feed[Event]:
-        """Every event of the selection, page after page."""
+        """Every event of the tenant's selection (scope ``events:read``), ascending by
+        ``seq``, page after page."""
+        params = self._selection(task_id, type, kind, None, since, until)
+        yield from self._every_event("/v1/events", params + _query(limit=page_size), after)
+
+    def _every_event(self, path: str, params: Query, after: int | None) -> Feed[Event]:
         while True:
-            page = yield from self.events_page(task_id, type, kind, after, since, until, page_size)
+            response = yield from self.call("GET", path, params=params + _query(after=after))
+            page = EventPage.model_validate_json(response.content)
             for event in page.items:
                 yield Emit(event)
             if page.next_after is None:
