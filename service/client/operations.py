@@ -471,7 +471,11 @@ class Operations:
         progress_interval: float = 0.5,
         raise_on_cancel: bool = False,
     ) -> TrackOptions:
-        """A task around a block of code: see ``tracking.Tracking``."""
+        """A task around a block of code: created and ``started`` on entry, ``succeeded`` on a
+        normal exit (with ``result`` if set), ``failed`` when the block raises, ``cancelled``
+        when it raises ``CancelRequested``. Progress is sent coalesced, at most once per
+        ``progress_interval`` seconds; a lease is kept alive while the block runs. See
+        ``docs/client.md``."""
         return TrackOptions(
             kind, title, metadata, id, lease_seconds, progress_interval, raise_on_cancel
         )
