@@ -1,7 +1,7 @@
 """A real TCP proxy in front of the service that injects failures.
 
-- ``answer(match, status)``: the proxy answers a request itself (503, 429 ...) without
-  forwarding it, so the service never sees it;
+- ``answer(match, status)``: the proxy answers a request itself (503, 429 ..., or a stream
+  that the service is not ready to serve) without forwarding it: the service never sees it;
 - ``drop_after_forward(match)``: the request is forwarded, and as soon as the service's
   answer starts (so the work is committed) the client's connection is reset instead of
   relaying it: the client cannot know whether its request took effect;
@@ -28,6 +28,7 @@ class Rule:
     times: int
     status: int | None  # None: forward, then drop the connection before the answer
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # None: a problem document
 
 
 @dataclass(eq=False)
@@ -63,12 +64,9 @@ class FaultProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        self.cut()
-        for handler in list(self._handlers):
-            handler.cancel()
-        for handler in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError):
-                await handler
+        self.cut()  # every handler then ends by itself: its reads fail
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -81,8 +79,9 @@ class FaultProxy:
         *,
         times: int = 1,
         headers: dict[str, str] | None = None,
+        body: bytes | None = None,
     ) -> None:
-        self.rules.append(Rule(match, times, status, headers or {}))
+        self.rules.append(Rule(match, times, status, headers or {}, body))
 
     def drop_after_forward(self, match: str, *, times: int = 1) -> None:
         self.rules.append(Rule(match, times, None))
@@ -142,7 +141,7 @@ class FaultProxy:
             self.requests.append(lines[0])
             rule = self._rule(lines[0])
             if rule is not None and rule.status is not None:
-                connection.client.write(_problem(rule.status, rule.headers))
+                connection.client.write(_answer(rule))
                 await connection.client.drain()
                 continue
             connection.drop_on_answer = rule is not None
@@ -161,19 +160,21 @@ class FaultProxy:
         connection.client.transport.abort()
 
 
-def _problem(status: int, headers: dict[str, str]) -> bytes:
-    body = json.dumps(
-        {
+def _answer(rule: Rule) -> bytes:
+    assert rule.status is not None
+    headers = {"Content-Type": "application/problem+json", **rule.headers}
+    body = rule.body
+    if body is None:
+        problem = {
             "type": "urn:taskstream:problem:injected",
             "title": "Injected by the fault proxy",
-            "status": status,
+            "status": rule.status,
             "detail": "injected by the fault proxy",
-            "code": "rate_limited" if status == 429 else "not_ready",
+            "code": "rate_limited" if rule.status == 429 else "not_ready",
         }
-    ).encode()
+        body = json.dumps(problem).encode()
     lines = [
-        f"HTTP/1.1 {status} Injected",
-        "Content-Type: application/problem+json",
+        f"HTTP/1.1 {rule.status} Injected",
         f"Content-Length: {len(body)}",
         *(f"{name}: {value}" for name, value in headers.items()),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -13,10 +14,12 @@ from service.client import (
     Event,
     Forbidden,
     NotFound,
+    RateLimited,
     RetryPolicy,
     Snapshot,
     StreamItem,
     TaskStatus,
+    Unauthorized,
 )
 from service.client.sse import Decoder, Message
 from tests.faults import running_proxy
@@ -94,12 +97,41 @@ async def test_subscribe_gives_a_snapshot_then_events_until_the_end(service: Ser
         assert len(finished) == 1 and isinstance(finished[0], Snapshot)
 
 
+@pytest.mark.parametrize("service", [{"max_streams_per_subject": 1}], indirect=True)
 async def test_subscribe_refusals_raise(service: Service) -> None:
     async with connect(service) as client, connect(service, scopes="tasks:write") as writer:
         with pytest.raises(NotFound):
             [i async for i in client.subscribe("missing")]
         with pytest.raises(Forbidden):
             [i async for i in writer.subscribe_all()]
+        async with AsyncTaskstream(service.base_url, "expired", retry=FAST) as stranger:
+            with pytest.raises(Unauthorized):
+                [i async for i in stranger.subscribe_all(last_event_id=0)]
+        first = client.subscribe_all(last_event_id=0)
+        opened = asyncio.create_task(anext(first))
+        await asyncio.sleep(0.3)  # the first stream is open (and waiting for an event)
+        with pytest.raises(RateLimited) as refused:
+            [i async for i in client.subscribe_all(last_event_id=0)]
+        assert refused.value.code == "too_many_streams"
+        opened.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await opened
+        await first.aclose()
+
+
+async def test_a_stream_that_ends_at_once_is_reopened(service: Service) -> None:
+    """The service answers 200, ``retry:`` and the end while it is not ready."""
+    not_ready = {"Content-Type": "text/event-stream"}
+    async with running_proxy(service.base_url) as proxy, connect(service, proxy.base_url) as client:
+        await client.create_task("build", id="t")
+        proxy.answer(
+            "GET /v1/tasks/t/stream", 200, times=2, headers=not_ready, body=b"retry: 20\n\n"
+        )
+        await client.append("t", "succeeded")
+        items = [i async for i in client.subscribe("t")]
+        assert len(items) == 1 and isinstance(items[0], Snapshot)
+        assert items[0].task.status is TaskStatus.SUCCEEDED
+        assert proxy.seen("GET /v1/tasks/t/stream") == 3
 
 
 @pytest.mark.parametrize("service", [QUICK_RETRY], indirect=True)
