@@ -134,26 +134,21 @@ class AsyncTracker(_TrackerView, AsyncRunner[Tracking]):
         return await self._driver.run(self._core.finish(error))
 
 
-def _tracker(
+def _tracking(
+    plan: Callable[Concatenate[Operations, P], TrackOptions],
     make: Callable[[Any, Tracking], R],
-) -> Callable[
-    [Callable[Concatenate[Operations, P], TrackOptions]], Callable[Concatenate[Any, P], R]
-]:
-    """``track()`` of a client: the core's signature, the client's tracker."""
+) -> Callable[Concatenate[SyncRunner[Operations] | AsyncRunner[Operations], P], R]:
+    """``track()`` of a client: the core's signature and checks, the client's tracker."""
 
-    def adapt(
-        plan: Callable[Concatenate[Operations, P], TrackOptions],
-    ) -> Callable[Concatenate[Any, P], R]:
-        def method(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            options = plan(self._core, *args, **kwargs)
-            driver = self._driver
-            tracking = Tracking(self._core, options, lock=driver.lock(), wake=driver.signal())
-            return make(driver, tracking)
+    @functools.wraps(plan)
+    def method(
+        self: SyncRunner[Operations] | AsyncRunner[Operations], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        options = plan(self._core, *args, **kwargs)
+        driver = self._driver
+        return make(driver, Tracking(self._core, options, lock=driver.lock(), wake=driver.signal()))
 
-        method.__doc__ = plan.__doc__
-        return method
-
-    return adapt
+    return method
 
 
 def _operations(
@@ -202,7 +197,7 @@ class Taskstream(SyncRunner[Operations]):
     export = iterating(Operations.export)
     subscribe = iterating(Operations.subscribe)
     subscribe_all = iterating(Operations.subscribe_all)
-    track = _tracker(Tracker)(Operations.track)
+    track = _tracking(Operations.track, Tracker)
 
     def close(self) -> None:
         self._http.close()
@@ -243,7 +238,7 @@ class AsyncTaskstream(AsyncRunner[Operations]):
     export = async_iterating(Operations.export)
     subscribe = async_iterating(Operations.subscribe)
     subscribe_all = async_iterating(Operations.subscribe_all)
-    track = _tracker(AsyncTracker)(Operations.track)
+    track = _tracking(Operations.track, AsyncTracker)
 
     async def aclose(self) -> None:
         await self._http.aclose()
