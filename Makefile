@@ -11,8 +11,10 @@ UV ?= $(shell uv --version >/dev/null 2>&1 && echo uv || echo "$(PYTHON) -m uv")
 ARGS ?=
 # Extra arguments of bench/fanout.py under `make bench` / `make bench-fanout`: FANOUT_ARGS="--quick"
 FANOUT_ARGS ?=
+# Extra arguments of bench/export.py under `make bench` / `make bench-export`: EXPORT_ARGS="--quick"
+EXPORT_ARGS ?=
 
-.PHONY: help install run test lint fmt migrate bench bench-append bench-fanout
+.PHONY: help install run test lint fmt migrate bench bench-append bench-fanout bench-export
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,10 +49,13 @@ fmt: install ## apply ruff's fixes and formatting
 migrate: install ## apply pending migrations to TASKSTREAM_DATABASE_URL (or the embedded dev Postgres)
 	$(UV) run --frozen taskstream migrate
 
-bench: bench-append bench-fanout ## run both benchmarks (ARGS go to append.py, FANOUT_ARGS to fanout.py)
+bench: bench-append bench-fanout bench-export ## run the three benchmarks (ARGS to append.py, FANOUT_ARGS to fanout.py, EXPORT_ARGS to export.py)
 
 bench-append: install ## the append benchmark (bench/append.py)
 	$(UV) run --frozen python bench/append.py $(ARGS)
 
 bench-fanout: install ## the SSE fan-out benchmark (bench/fanout.py)
 	$(UV) run --frozen python bench/fanout.py $(FANOUT_ARGS)
+
+bench-export: install ## the export memory benchmark, 1,000,000 events (bench/export.py)
+	$(UV) run --frozen python bench/export.py $(EXPORT_ARGS)

@@ -21,7 +21,8 @@
 --                       sequence values, runs the service's functions. No CREATE anywhere, owns
 --                       nothing, so it cannot create, alter, drop or truncate tables.
 --                       LISTEN/NOTIFY and advisory locks need no grant.
---   taskstream_analyst  SELECT only, on every table (all tenants: analysts see everything).
+--   taskstream_analyst  SELECT only, on every table and view (all tenants: analysts see
+--                       everything); docs/analytics.md shows how to give an analyst a login.
 --
 -- Default privileges cover the tables, sequences and functions that FUTURE migrations create,
 -- as long as those migrations run as taskstream_owner.
@@ -81,6 +82,19 @@ GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO taskstream_app;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO taskstream_analyst;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO taskstream_app;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO taskstream_app;
+
+-- The analyst views (migration 0003, docs/analytics.md). A view counts as a table to the grants
+-- and default privileges above, so the analyst can already read them, and they are
+-- security_invoker, so reading one also takes SELECT on the tables under it. Said explicitly
+-- here; and the application, which never uses them, gets no INSERT or UPDATE through them.
+DO $$
+BEGIN
+  IF to_regclass('public.task_events_flat') IS NOT NULL THEN
+    GRANT SELECT ON task_events_flat, task_current, task_phases TO taskstream_analyst;
+    REVOKE INSERT, UPDATE ON task_events_flat, task_current, task_phases FROM taskstream_app;
+  END IF;
+END
+$$;
 
 -- alembic_version is the schema's own marker: the app reads it (/readyz, the start-up check)
 -- but must not move it. It exists once the first migration ran, so run this file again then.

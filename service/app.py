@@ -25,6 +25,7 @@ from service.domain.problems import invalid
 from service.settings import Settings
 from service.store.appender import Appender
 from service.store.database import Database
+from service.store.leases import LeaseSweeper
 from service.store.migrate import upgrade
 from service.store.reader import Reader
 from service.stream.hub import Hub
@@ -104,7 +105,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             asyncio.create_task(keep_migrating(database_url)) if settings.auto_migrate else None
         )
         await services.appender.start()
-        background = [asyncio.create_task(listener.run()), asyncio.create_task(hub.keep_alive())]
+        sweeper = LeaseSweeper(database, services.appender, interval=settings.lease_check_seconds)
+        background = [
+            asyncio.create_task(listener.run()),
+            asyncio.create_task(hub.keep_alive()),
+            asyncio.create_task(sweeper.run()),
+        ]
         # Serve once the listener is connected (normally milliseconds) or has failed once, so
         # that /readyz is right from the first request, without waiting on a database that is
         # down.
@@ -144,7 +150,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="taskstream",
-            version="1.0.0",
+            version="1.1.0",
             description="Task progress events: append, read, query, export.",
             path="/schema",
             render_plugins=[DocumentedJsonPlugin()],

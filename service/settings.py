@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     backfill_concurrency: int = Field(
         default=4, ge=1, description="Streams reading history from the table at once"
     )
+    lease_check_seconds: float = Field(
+        default=1.0, gt=0, description="How often running tasks are checked for an expired lease"
+    )
     listener_poll_seconds: float = Field(
         default=2.0, gt=0, description="Read the table this often even without a notification"
     )

@@ -33,6 +33,7 @@ from service.settings import Settings
 from service.store.migrate import upgrade
 from service.stream.transport import HttpProtocol
 from tests.helpers import Service, with_database
+from tests.processes import Server
 
 DB_PREFIX = f"ts_test_{os.getpid()}"
 
@@ -350,7 +351,7 @@ async def service_factory(
 
     async def start(*, database_url: str | None = None, **overrides: Any) -> Service:
         url = database_url or await database_factory()
-        secret = secrets.token_urlsafe(32)
+        secret = overrides.pop("jwt_secret", None) or secrets.token_urlsafe(32)
         options: dict[str, Any] = {
             "database_url": url,
             "jwt_secret": secret,
@@ -393,3 +394,13 @@ async def service(request: pytest.FixtureRequest, service_factory: ServiceFactor
     """
     overrides: dict[str, Any] = getattr(request, "param", None) or {}
     return await service_factory(**overrides)
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[Server]]:
+    """``taskstream serve`` processes started by the test (tests.processes.start_server), killed
+    at its end."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        await server.stop()

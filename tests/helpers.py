@@ -17,7 +17,15 @@ from service.tokens import mint
 ALL_SCOPES = "tasks:read tasks:write events:read"
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
-EVENT_TYPES = ("started", "progress", "log", "succeeded", "failed", "cancelled")
+EVENT_TYPES = (
+    "started",
+    "progress",
+    "log",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "cancel_requested",
+)
 
 TASK_FIELDS = {
     "id",
@@ -39,7 +47,13 @@ TASK_FIELDS = {
     "updated_at",
     "started_at",
     "finished_at",
+    "cancel_requested",
+    "lease_seconds",
+    "elapsed_seconds",
+    "eta_seconds",
 }
+# Task fields that move with the clock: two reads of an unchanged task may differ in them.
+CLOCK_FIELDS = ("elapsed_seconds", "eta_seconds")
 EVENT_FIELDS = {"seq", "task_id", "tenant", "version", "type", "data", "time"}
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 CSV_HEADER = "seq,task_id,tenant,version,type,data,time"
@@ -55,6 +69,7 @@ VALID_DATA: dict[str, dict[str, Any]] = {
     "succeeded": {"result": {"ok": True}},
     "failed": {"error": {"message": "boom"}},
     "cancelled": {"reason": "no longer needed"},
+    "cancel_requested": {"reason": "the user asked"},
 }
 
 # The transition table: event type -> {status before: status after}; absent means 409.
@@ -65,6 +80,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "succeeded": {"pending": "succeeded", "running": "succeeded"},
     "failed": {"pending": "failed", "running": "failed"},
     "cancelled": {"pending": "cancelled", "running": "cancelled"},
+    "cancel_requested": {"pending": "pending", "running": "running"},
 }
 
 # Events that bring a fresh (pending) task to each status.
@@ -187,6 +203,11 @@ def assert_ok(response: httpx.Response, status: int = 200) -> Any:
 
 def without(task: dict[str, Any], *names: str) -> dict[str, Any]:
     return {key: value for key, value in task.items() if key not in names}
+
+
+def settled(task: dict[str, Any]) -> dict[str, Any]:
+    """The task without the fields that move with the clock."""
+    return without(task, *CLOCK_FIELDS)
 
 
 # --------------------------------------------------------------------------- the API
@@ -314,7 +335,7 @@ class Api:
 
     async def snapshot(self, task_id: str) -> tuple[dict[str, Any], int]:
         """The task and the tenant's event count: what a refused request must not change."""
-        task = await self.task(task_id)
+        task = settled(await self.task(task_id))
         return task, len(await self.all_events())
 
 

@@ -27,7 +27,7 @@ from litestar.routes import HTTPRoute
 
 from service.app import create_app
 from service.settings import Settings
-from tests.helpers import Api, Service, assert_ok, assert_problem
+from tests.helpers import Api, Service, assert_ok, assert_problem, settled
 from tests.sse import SseClient
 
 READ, WRITE, EVENTS_READ, CANCEL = "tasks:read", "tasks:write", "events:read", "tasks:cancel"
@@ -62,6 +62,9 @@ MATRIX: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/tasks/{task_id:str}"): Endpoint(frozenset({READ})),
     ("POST", "/v1/tasks/{task_id:str}/events"): Endpoint(frozenset({WRITE}), body=LOG),
     ("GET", "/v1/tasks/{task_id:str}/events"): Endpoint(frozenset({READ})),
+    ("POST", "/v1/tasks/{task_id:str}/cancel"): Endpoint(
+        frozenset({WRITE, CANCEL}), body={"reason": "from the matrix"}
+    ),
     ("POST", "/v1/events/batch"): Endpoint(
         frozenset({WRITE}), body={"events": [{"task_id": TASK, **LOG}]}
     ),
@@ -333,6 +336,7 @@ ISOLATION: dict[tuple[str, str], Isolation] = {
     ("GET", "/v1/tasks/{task_id:str}"): same_as_missing,
     ("POST", "/v1/tasks/{task_id:str}/events"): same_as_missing,
     ("GET", "/v1/tasks/{task_id:str}/events"): same_as_missing,
+    ("POST", "/v1/tasks/{task_id:str}/cancel"): same_as_missing,
     ("POST", "/v1/events/batch"): batch,
     ("GET", "/v1/events"): events,
     ("GET", "/v1/tasks/{task_id:str}/stream"): task_stream,
@@ -343,7 +347,7 @@ ISOLATION: dict[tuple[str, str], Isolation] = {
 @pytest.mark.parametrize(("method", "route"), list(ISOLATION), ids=IDS)
 async def test_another_tenants_task(service: Service, method: str, route: str) -> None:
     owner = await owner_with_task(service)
-    before = await owner.task(TASK), await owner.history(TASK)
+    before = settled(await owner.task(TASK)), await owner.history(TASK)
     await ISOLATION[(method, route)](service, method, route)
-    after = await owner.task(TASK), await owner.history(TASK)
+    after = settled(await owner.task(TASK)), await owner.history(TASK)
     assert after == before, "another tenant's request changed the owner's task"

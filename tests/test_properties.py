@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import (
+    CLOCK_FIELDS,
     TASK_FIELDS,
     TERMINAL,
     TRANSITIONS,
@@ -42,12 +43,13 @@ from tests.helpers import (
     assert_problem,
     assert_problem_body,
     semantic,
+    settled,
 )
 
 MAX_EVENT_BYTES = 1024  # the smallest the settings allow, so "too large" is cheap to generate
 OPEN = ("pending", "running")
 JSON_MEMBERS = ("result", "error", "metadata")
-MODEL_FIELDS = sorted(TASK_FIELDS)
+MODEL_FIELDS = sorted(TASK_FIELDS - set(CLOCK_FIELDS))
 GHOST = -1  # a task id that matches the pattern but was never created
 BAD_ID = -2  # a task id outside the pattern
 
@@ -80,6 +82,8 @@ def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
         "updated_at": first["time"],
         "started_at": None,
         "finished_at": None,
+        "cancel_requested": False,
+        "lease_seconds": None,
     }
     for event in events[1:]:
         kind, data, time = event["type"], event["data"], event["time"]
@@ -107,6 +111,8 @@ def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
             task["result"] = data.get("result")
         elif kind == "failed":
             task["error"] = data["error"]
+        elif kind == "cancel_requested":
+            task["cancel_requested"] = True
     return task
 
 
@@ -376,7 +382,7 @@ class Run:
         for task_id in self.ids:
             response = await self.api.get(f"/v1/tasks/{task_id}")
             assert response.status_code == 200, response.text
-            tasks.append(response.json())
+            tasks.append(settled(response.json()))
         page = await self.api.get("/v1/events", params={"limit": 10000})
         assert page.status_code == 200, page.text
         assert page.json()["next_after"] is None

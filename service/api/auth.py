@@ -23,6 +23,7 @@ from service.tokens import Verifier
 READ = "tasks:read"
 WRITE = "tasks:write"
 EVENTS_READ = "events:read"
+CANCEL = "tasks:cancel"
 
 # Route option: the token may also come as ?access_token= (EventSource cannot set headers).
 TOKEN_IN_QUERY = "token_in_query"

@@ -13,11 +13,19 @@ from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 
-from service.api.auth import EVENTS_READ, READ, WRITE, identity, requires
+from service.api.auth import CANCEL, EVENTS_READ, READ, WRITE, identity, requires
 from service.api.requests import idempotency_key, json_body, negotiate
 from service.api.responses import JSON, json_response
 from service.api.services import Services
-from service.domain.models import INT64_MAX, AppendEvent, Batch, BatchItem, is_task_id
+from service.domain.models import (
+    INT64_MAX,
+    AppendEvent,
+    Batch,
+    BatchItem,
+    CancelTask,
+    EventType,
+    is_task_id,
+)
 from service.domain.payload import check, check_event, refuse_oversized_data, validate
 from service.domain.problems import Problem, TaskNotFound, invalid
 from service.domain.state import StoredEvent
@@ -25,6 +33,7 @@ from service.domain.wire import CSV_COLUMNS, encode, event_object, parse_timesta
 from service.store import appender
 from service.store.reader import EventFilter, EventPage
 
+CANCEL_REQUESTED = "Cancel-Requested"
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 
@@ -61,13 +70,30 @@ class EventController(Controller):
         command = appender.AppendEvent(
             identity(request).tenant, task_id, checked, spec.expected_version, key
         )
-        [outcome] = await services.appender.submit([command])
-        if isinstance(outcome, Problem):
-            raise outcome
-        return json_response(
-            encode(event_object(outcome.event)),
-            status=200 if outcome.replayed else 201,
-            headers={"Location": event_location(outcome.event)},
+        return await _answer(services, command)
+
+    @post(
+        "/v1/tasks/{task_id:str}/cancel",
+        opt=requires(WRITE, CANCEL),
+        summary="Request a task's cancellation",
+        description="Appends `cancel_requested`; the status is unchanged until the task's worker"
+        " appends `cancelled`. A repeat while the request is pending answers 200 with the first"
+        ' request\'s event. The body (`{"reason"?}`) is optional.',
+    )
+    async def cancel(
+        self, request: Request[Any, Any, Any], services: Services, task_id: str
+    ) -> ASGIResponse:
+        settings = services.settings
+        if services.limiter is not None:
+            services.limiter.take(identity(request).sub)
+        body = await json_body(request, settings.max_body_bytes, optional=True)
+        reason = validate(CancelTask, body).reason
+        data = {} if reason is None else {"reason": reason}
+        checked = check_event(EventType.CANCEL_REQUESTED, data, settings.max_event_bytes)
+        if not is_task_id(task_id):
+            raise TaskNotFound(f"task {task_id!r} does not exist")
+        return await _answer(
+            services, appender.AppendEvent(identity(request).tenant, task_id, checked)
         )
 
     @post("/v1/events/batch", opt=requires(WRITE), status_code=200, summary="Append many")
@@ -105,10 +131,13 @@ class EventController(Controller):
             if isinstance(outcome, Problem):
                 results[index] = {"status": outcome.status, "error": outcome.body()}
             else:
-                results[index] = {
+                result = {
                     "status": 200 if outcome.replayed else 201,
                     "event": event_object(outcome.event),
                 }
+                if outcome.cancel_pending:
+                    result["cancel_requested"] = True
+                results[index] = result
         return json_response(encode({"results": results}))
 
     @get("/v1/tasks/{task_id:str}/events", opt=requires(READ), summary="A task's history")
@@ -168,6 +197,22 @@ class EventController(Controller):
             )
         page = await services.reader.events(selection, limit=limit)
         return json_response(_page_body(page))
+
+
+async def _answer(services: Services, command: appender.AppendEvent) -> ASGIResponse:
+    """201 with the event, 200 with the original one for a retry; a worker learns of a pending
+    cancel request from ``Cancel-Requested``, as it holds no scope to read the task."""
+    [outcome] = await services.appender.submit([command])
+    if isinstance(outcome, Problem):
+        raise outcome
+    headers = {"Location": event_location(outcome.event)}
+    if outcome.cancel_pending:
+        headers[CANCEL_REQUESTED] = "true"
+    return json_response(
+        encode(event_object(outcome.event)),
+        status=200 if outcome.replayed else 201,
+        headers=headers,
+    )
 
 
 def rfc3339(name: str, value: str | None) -> datetime | None:

@@ -21,13 +21,21 @@ _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 async def json_body(
-    request: Request[Any, Any, Any], max_bytes: int, *, checked: bool = True
+    request: Request[Any, Any, Any],
+    max_bytes: int,
+    *,
+    checked: bool = True,
+    optional: bool = False,
 ) -> Any:
-    """The decoded body, checked in the contract's order: 413, then 415, then 400/422."""
+    """The decoded body, checked in the contract's order: 413, then 415, then 400/422.
+
+    ``optional``: no body at all (and no Content-Type) reads as ``{}``."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise PayloadTooLarge(f"the body is over the {max_bytes}-byte limit")
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if optional and not media_type and not await request.body():
+        return {}
     if media_type != JSON and not (
         media_type.startswith("application/") and media_type.endswith("+json")
     ):

@@ -61,6 +61,7 @@ class TaskController(Controller):
             data_json=created_json.decode(),
             idempotency_key=key,
             fingerprint=fingerprint(body) if key else None,
+            lease_seconds=spec.lease_seconds,
         )
         [outcome] = await services.appender.submit([command])
         if isinstance(outcome, Problem):

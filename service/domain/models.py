@@ -42,6 +42,7 @@ class EventType(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    CANCEL_REQUESTED = "cancel_requested"
 
 
 class Strict(BaseModel):
@@ -102,6 +103,10 @@ class CancelledData(EventData):
     reason: str | None = None
 
 
+class CancelRequestedData(EventData):
+    reason: str | None = None
+
+
 DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.CREATED: CreatedData,
     EventType.STARTED: StartedData,
@@ -110,6 +115,7 @@ DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.SUCCEEDED: SucceededData,
     EventType.FAILED: FailedData,
     EventType.CANCELLED: CancelledData,
+    EventType.CANCEL_REQUESTED: CancelRequestedData,
 }
 
 
@@ -118,6 +124,11 @@ class CreateTask(Strict):
     kind: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     title: Annotated[str, StringConstraints(max_length=2000)] | None = None
     metadata: dict[str, Any] | None = None
+    lease_seconds: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+
+
+class CancelTask(Strict):
+    reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 
 class AppendEvent(Strict):
@@ -155,6 +166,10 @@ class Task(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    cancel_requested: bool = False
+    lease_seconds: int | None = None
+    elapsed_seconds: float | None = None
+    eta_seconds: float | None = None
 
 
 class Event(BaseModel):
@@ -182,6 +197,7 @@ class BatchResult(BaseModel):
     status: int
     event: Event | None = None
     error: dict[str, Any] | None = None
+    cancel_requested: bool = False
 
 
 class BatchResults(BaseModel):

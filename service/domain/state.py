@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from service.domain.models import (
+    CancelRequestedData,
     CreatedData,
     EventData,
     EventType,
@@ -30,6 +31,7 @@ NEXT_STATUS: dict[EventType, TaskStatus | None] = {
     EventType.SUCCEEDED: TaskStatus.SUCCEEDED,
     EventType.FAILED: TaskStatus.FAILED,
     EventType.CANCELLED: TaskStatus.CANCELLED,
+    EventType.CANCEL_REQUESTED: None,
 }
 ALLOWED_FROM: dict[EventType, frozenset[TaskStatus]] = {
     EventType.STARTED: frozenset({TaskStatus.PENDING}),
@@ -38,6 +40,7 @@ ALLOWED_FROM: dict[EventType, frozenset[TaskStatus]] = {
     EventType.SUCCEEDED: OPEN,
     EventType.FAILED: OPEN,
     EventType.CANCELLED: OPEN,
+    EventType.CANCEL_REQUESTED: OPEN,
 }
 
 
@@ -58,6 +61,10 @@ def json_text(value: Any) -> str:
 
 class TaskState(NamedTuple):
     """One row of ``tasks``; JSON members are kept as JSON text, as the database hands them over.
+
+    ``cancel_seq`` is the position of the task's cancel request. ``elapsed_seconds`` and
+    ``eta_seconds`` depend on the clock and on recent history, so they are worked out by the
+    query that reads the task (queries.TASK_TIMING) and are None wherever no query did.
 
     A named tuple rather than a dataclass: the fold copies it once per event, and ``_replace``
     is several times cheaper than ``dataclasses.replace`` on the batch path.
@@ -82,9 +89,25 @@ class TaskState(NamedTuple):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    cancel_seq: int | None = None
+    lease_seconds: int | None = None
+    elapsed_seconds: float | None = None
+    eta_seconds: float | None = None
+
+    @property
+    def cancel_pending(self) -> bool:
+        """A cancel was requested and the task has not finished yet."""
+        return self.cancel_seq is not None and self.status in OPEN
 
 
-def created(tenant: str, task_id: str, data: CreatedData, seq: int, time: datetime) -> TaskState:
+def created(
+    tenant: str,
+    task_id: str,
+    data: CreatedData,
+    seq: int,
+    time: datetime,
+    lease_seconds: int | None = None,
+) -> TaskState:
     return TaskState(
         tenant=tenant,
         id=task_id,
@@ -105,6 +128,7 @@ def created(tenant: str, task_id: str, data: CreatedData, seq: int, time: dateti
         updated_at=time,
         started_at=None,
         finished_at=None,
+        lease_seconds=lease_seconds,
     )
 
 
@@ -130,6 +154,8 @@ def apply(
         changes["result"] = None if data.result is None else json_text(data.result)
     elif isinstance(data, FailedData):
         changes["error"] = json_text(data.error.model_dump(exclude_unset=True))
+    elif isinstance(data, CancelRequestedData):
+        changes["cancel_seq"] = seq
     return state._replace(**changes)
 
 

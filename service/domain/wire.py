@@ -75,6 +75,10 @@ def task_object(task: TaskState) -> dict[str, Any]:
         "updated_at": timestamp(task.updated_at),
         "started_at": _optional_time(task.started_at),
         "finished_at": _optional_time(task.finished_at),
+        "cancel_requested": task.cancel_seq is not None,
+        "lease_seconds": task.lease_seconds,
+        "elapsed_seconds": task.elapsed_seconds,
+        "eta_seconds": task.eta_seconds,
     }
 
 

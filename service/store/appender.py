@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from service.domain.models import CreatedData, TaskStatus
+from service.domain.models import CreatedData, EventType, TaskStatus
 from service.domain.payload import CheckedEvent
 from service.domain.problems import (
     InternalError,
@@ -38,7 +38,15 @@ from service.domain.problems import (
     ValidationFailed,
     VersionConflict,
 )
-from service.domain.state import StoredEvent, TaskState, apply, created, task_from_row, transition
+from service.domain.state import (
+    OPEN,
+    StoredEvent,
+    TaskState,
+    apply,
+    created,
+    task_from_row,
+    transition,
+)
 from service.store import queries
 from service.store.database import UNAVAILABLE, Database
 
@@ -59,6 +67,7 @@ class CreateTask:
     data_json: str
     idempotency_key: str | None = None
     fingerprint: str | None = None
+    lease_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +84,14 @@ Command = CreateTask | AppendEvent
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """A successful command: ``replayed`` when an idempotency key matched an earlier one."""
+    """A successful command: ``replayed`` when an idempotency key matched an earlier one (or a
+    cancel request an earlier request); ``cancel_pending`` says whether the task, as this
+    command's group left it, has a cancel request it has not acted on yet."""
 
     event: StoredEvent
     replayed: bool
     task: TaskState | None = None  # the task as created, for CreateTask
+    cancel_pending: bool = False
 
 
 Outcome = Appended | Problem
@@ -109,6 +121,9 @@ class _Replay:
     """An idempotent retry of a command in the same group."""
 
     of: _Pending
+
+
+Step = _Pending | _Replay | Appended | Problem
 
 
 class Appender:
@@ -214,6 +229,7 @@ class _Group:
         self.commands = commands
         self.states: dict[TaskKey, TaskState] = {}
         self.read_versions: dict[TaskKey, int] = {}
+        self.cancelled_here: set[TaskKey] = set()  # their cancel_seq is an ordinal
 
     async def commit(self) -> list[Outcome]:
         await self._read_tasks()
@@ -221,7 +237,14 @@ class _Group:
         pending = [step for step in plan if isinstance(step, _Pending)]
         if pending:
             await self._write(pending)
-        return [_outcome(step) for step in plan]
+        return [
+            _outcome(step, self._cancel_pending(command))
+            for step, command in zip(plan, self.commands, strict=True)
+        ]
+
+    def _cancel_pending(self, command: Command) -> bool:
+        state = self.states.get((command.tenant, command.task_id))
+        return state is not None and state.cancel_pending
 
     async def _read_tasks(self) -> None:
         keys = list({(c.tenant, c.task_id) for c in self.commands})
@@ -245,6 +268,20 @@ class _Group:
             (r["tenant"], r["task_id"], r["idempotency_key"]): StoredEvent(*r[:7]) for r in rows
         }
 
+    async def _earlier_cancels(self) -> dict[TaskKey, Appended | _Replay]:
+        """The cancel requests a repeated request answers with, by task."""
+        seqs = {
+            state.cancel_seq
+            for c in self.commands
+            if _is_cancel(c)
+            and (state := self.states.get((c.tenant, c.task_id))) is not None
+            and state.cancel_seq is not None
+        }
+        if not seqs:
+            return {}
+        rows = await self.connection.fetch(queries.EVENTS_AT, list(seqs))
+        return {(r["tenant"], r["task_id"]): Appended(StoredEvent(*r), replayed=True) for r in rows}
+
     async def _earlier_creates(self) -> dict[tuple[str, str], tuple[str | None, Appended]]:
         keyed = [c for c in self.commands if isinstance(c, CreateTask) and c.idempotency_key]
         if not keyed:
@@ -260,72 +297,31 @@ class _Group:
                 row["seq"], row["task_id"], row["tenant"], 1, "created", row["data"], row["time"]
             )
             data = CreatedData.model_validate_json(row["data"])
-            task = created(event.tenant, event.task_id, data, event.seq, event.time)
+            task = created(
+                event.tenant, event.task_id, data, event.seq, event.time, row["lease_seconds"]
+            )
             found[(row["tenant"], row["create_key"])] = (
                 row["create_fingerprint"],
                 Appended(event, replayed=True, task=task),
             )
         return found
 
-    async def _plan(self) -> list[_Pending | _Replay | Appended | Problem]:
+    async def _plan(self) -> list[Step]:
         """Validate every command in order against the locked state; nothing is written yet."""
-        earlier_events = await self._earlier_events()
-        earlier_creates = await self._earlier_creates()
-        status = {key: state.status for key, state in self.states.items()}
-        version = {key: state.version for key, state in self.states.items()}
-        event_keys: dict[tuple[str, str, str], _Pending] = {}
-        create_keys: dict[tuple[str, str], tuple[str | None, _Pending]] = {}
-        plan: list[_Pending | _Replay | Appended | Problem] = []
+        planner = _Planner(
+            status={key: state.status for key, state in self.states.items()},
+            version={key: state.version for key, state in self.states.items()},
+            earlier_events=await self._earlier_events(),
+            earlier_creates=await self._earlier_creates(),
+            cancels=await self._earlier_cancels(),
+        )
+        plan: list[Step] = []
         for command in self.commands:
-            key = (command.tenant, command.task_id)
             try:
                 if isinstance(command, CreateTask):
-                    if command.idempotency_key:
-                        create_key = (command.tenant, command.idempotency_key)
-                        if create_key in earlier_creates:
-                            fingerprint, answer = earlier_creates[create_key]
-                            plan.append(_same_body(command, fingerprint, answer))
-                            continue
-                        if create_key in create_keys:
-                            fingerprint, first = create_keys[create_key]
-                            plan.append(_same_body(command, fingerprint, _Replay(first)))
-                            continue
-                    if key in status:
-                        raise TaskExists(f"task {command.task_id!r} already exists")
-                    step = _Pending(command, 1)
-                    status[key], version[key] = TaskStatus.PENDING, 1
-                    if command.idempotency_key:
-                        create_keys[(command.tenant, command.idempotency_key)] = (
-                            command.fingerprint,
-                            step,
-                        )
+                    plan.append(planner.create(command))
                 else:
-                    if command.idempotency_key:
-                        event_key = (command.tenant, command.task_id, command.idempotency_key)
-                        if event_key in earlier_events:
-                            plan.append(Appended(earlier_events[event_key], replayed=True))
-                            continue
-                        if event_key in event_keys:
-                            plan.append(_Replay(event_keys[event_key]))
-                            continue
-                    if key not in status:
-                        raise TaskNotFound(f"task {command.task_id!r} does not exist")
-                    if (
-                        command.expected_version is not None
-                        and command.expected_version != version[key]
-                    ):
-                        raise VersionConflict(
-                            f"expected version {command.expected_version},"
-                            f" the task is at {version[key]}"
-                        )
-                    status[key] = transition(status[key], command.event.type)
-                    version[key] += 1
-                    step = _Pending(command, version[key])
-                    if command.idempotency_key:
-                        event_keys[(command.tenant, command.task_id, command.idempotency_key)] = (
-                            step
-                        )
-                plan.append(step)
+                    plan.append(planner.append(command))
             except Problem as problem:
                 plan.append(problem)
         return plan
@@ -352,7 +348,7 @@ class _Group:
             [_event_type(s.command) for s in pending],
             [_event_data(s.command) for s in pending],
             [_event_key(s.command) for s in pending],
-            *_task_columns(tasks),
+            *_task_columns(tasks, self.cancelled_here),
             [creates[key].idempotency_key if key in creates else None for key in touched],
             [creates[key].fingerprint if key in creates else None for key in touched],
             [self.read_versions.get(key) for key in touched],
@@ -373,6 +369,10 @@ class _Group:
             )
             if step.task is not None:
                 step.task = _resolve(step.task, positions)
+        for key in self.cancelled_here:
+            state = self.states[key]
+            assert state.cancel_seq is not None
+            self.states[key] = state._replace(cancel_seq=positions[state.cancel_seq - 1][0])
 
     def _fold(self, step: _Pending, ordinal: int) -> None:
         command = step.command
@@ -380,11 +380,74 @@ class _Group:
         step.ordinal = ordinal
         seq, time = ordinal, _placeholder(ordinal)
         if isinstance(command, CreateTask):
-            state = created(command.tenant, command.task_id, command.data, seq, time)
+            state = created(
+                command.tenant, command.task_id, command.data, seq, time, command.lease_seconds
+            )
             step.task = state
         else:
             state = apply(self.states[key], command.event.type, command.event.data, seq, time)
+            if _is_cancel(command):
+                self.cancelled_here.add(key)
         self.states[key] = state
+
+
+@dataclass(slots=True)
+class _Planner:
+    """What the commands planned so far did to their tasks and keys, for the next command."""
+
+    status: dict[TaskKey, TaskStatus]
+    version: dict[TaskKey, int]
+    earlier_events: dict[tuple[str, str, str], StoredEvent]
+    earlier_creates: dict[tuple[str, str], tuple[str | None, Appended]]
+    cancels: dict[TaskKey, Appended | _Replay]
+    event_keys: dict[tuple[str, str, str], _Pending] = field(default_factory=dict)
+    create_keys: dict[tuple[str, str], tuple[str | None, _Pending]] = field(default_factory=dict)
+
+    def create(self, command: CreateTask) -> Step:
+        key = (command.tenant, command.task_id)
+        if command.idempotency_key:
+            create_key = (command.tenant, command.idempotency_key)
+            if create_key in self.earlier_creates:
+                fingerprint, answer = self.earlier_creates[create_key]
+                return _same_body(command, fingerprint, answer)
+            if create_key in self.create_keys:
+                fingerprint, first = self.create_keys[create_key]
+                return _same_body(command, fingerprint, _Replay(first))
+        if key in self.status:
+            raise TaskExists(f"task {command.task_id!r} already exists")
+        step = _Pending(command, 1)
+        self.status[key], self.version[key] = TaskStatus.PENDING, 1
+        if command.idempotency_key:
+            self.create_keys[(command.tenant, command.idempotency_key)] = (
+                command.fingerprint,
+                step,
+            )
+        return step
+
+    def append(self, command: AppendEvent) -> Step:
+        key = (command.tenant, command.task_id)
+        event_key = (command.tenant, command.task_id, command.idempotency_key or "")
+        if command.idempotency_key:
+            if event_key in self.earlier_events:
+                return Appended(self.earlier_events[event_key], replayed=True)
+            if event_key in self.event_keys:
+                return _Replay(self.event_keys[event_key])
+        if key not in self.status:
+            raise TaskNotFound(f"task {command.task_id!r} does not exist")
+        if _is_cancel(command) and self.status[key] in OPEN and key in self.cancels:
+            return self.cancels[key]  # one request stands for all of them
+        if command.expected_version is not None and command.expected_version != self.version[key]:
+            raise VersionConflict(
+                f"expected version {command.expected_version}, the task is at {self.version[key]}"
+            )
+        self.status[key] = transition(self.status[key], command.event.type)
+        self.version[key] += 1
+        step = _Pending(command, self.version[key])
+        if _is_cancel(command):
+            self.cancels[key] = _Replay(step)
+        if command.idempotency_key:
+            self.event_keys[event_key] = step
+        return step
 
 
 # The fold runs before positions exist: it is given ordinals within the group as ``seq`` and
@@ -432,6 +495,10 @@ def _same_body(
     return answer
 
 
+def _is_cancel(command: Command) -> bool:
+    return isinstance(command, AppendEvent) and command.event.type is EventType.CANCEL_REQUESTED
+
+
 def _event_key(command: Command) -> str | None:
     return command.idempotency_key if isinstance(command, AppendEvent) else None
 
@@ -444,8 +511,9 @@ def _event_data(command: Command) -> str:
     return command.event.data_json if isinstance(command, AppendEvent) else command.data_json
 
 
-def _task_columns(tasks: list[TaskState]) -> list[list[Any]]:
+def _task_columns(tasks: list[TaskState], cancelled_here: set[TaskKey]) -> list[list[Any]]:
     """Task states as the column arrays WRITE_GROUP unnests into ``states``."""
+    here = [(t.tenant, t.id) in cancelled_here for t in tasks]
     return [
         [t.tenant for t in tasks],
         [t.id for t in tasks],
@@ -468,14 +536,19 @@ def _task_columns(tasks: list[TaskState]) -> list[list[Any]]:
         [_ordinal(t.started_at) for t in tasks],
         [_real(t.finished_at) for t in tasks],
         [_ordinal(t.finished_at) for t in tasks],
+        [None if h else t.cancel_seq for t, h in zip(tasks, here, strict=True)],
+        [t.cancel_seq if h else None for t, h in zip(tasks, here, strict=True)],
+        [t.lease_seconds for t in tasks],
     ]
 
 
-def _outcome(step: _Pending | _Replay | Appended | Problem) -> Outcome:
+def _outcome(step: Step, cancel_pending: bool) -> Outcome:
     if isinstance(step, _Pending):
         assert step.event is not None
-        return Appended(step.event, replayed=False, task=step.task)
+        return Appended(step.event, False, step.task, cancel_pending)
     if isinstance(step, _Replay):
         assert step.of.event is not None
-        return Appended(step.of.event, replayed=True, task=step.of.task)
+        return Appended(step.of.event, True, step.of.task, cancel_pending)
+    if isinstance(step, Appended):
+        return Appended(step.event, step.replayed, step.task, cancel_pending)
     return step

@@ -15,7 +15,8 @@ APPEND_LOCK_KEY = 0x7461736B_73657121  # "taskseq!"
 
 TASK_COLUMNS = (
     "tenant, id, kind, title, status, percent, done, total, message, stage, result, error,"
-    " metadata, version, last_seq, created_at, updated_at, started_at, finished_at"
+    " metadata, version, last_seq, created_at, updated_at, started_at, finished_at,"
+    " cancel_seq, lease_seconds"
 )
 EVENT_COLUMNS = "seq, task_id, tenant, version, type, data, time"
 
@@ -32,9 +33,13 @@ JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, task_id, key)
   ON events.tenant = k.tenant AND events.task_id = k.task_id AND events.idempotency_key = k.key
 """
 
+# The cancel requests that repeated requests answer with.
+EVENTS_AT = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ANY($1::bigint[])"
+
 # The original answer to a create is rebuilt from the task's first event.
 FIND_CREATES_BY_KEY = """
-SELECT t.create_key, t.create_fingerprint, e.seq, e.task_id, e.tenant, e.data, e.time
+SELECT t.create_key, t.create_fingerprint, t.lease_seconds, e.seq, e.task_id, e.tenant, e.data,
+       e.time
 FROM tasks t
 JOIN unnest($1::text[], $2::text[]) AS k(tenant, key)
   ON t.tenant = k.tenant AND t.create_key = k.key
@@ -80,40 +85,82 @@ WITH positions AS MATERIALIZED (
   SELECT s.*, placed.seqs[s.last_ord] AS last_seq, placed.times[s.last_ord] AS updated_at,
          coalesce(s.created_value, placed.times[s.created_ord]) AS created_at,
          coalesce(s.started_value, placed.times[s.started_ord]) AS started_at,
-         coalesce(s.finished_value, placed.times[s.finished_ord]) AS finished_at
+         coalesce(s.finished_value, placed.times[s.finished_ord]) AS finished_at,
+         coalesce(s.cancel_value, placed.seqs[s.cancel_ord]) AS cancel_seq
   FROM unnest(
     $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::float8[],
     $16::bigint[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[],
     $22::text[], $23::int[], $24::int[], $25::timestamptz[], $26::int[], $27::timestamptz[],
-    $28::int[], $29::timestamptz[], $30::int[], $31::text[], $32::text[], $33::int[])
+    $28::int[], $29::timestamptz[], $30::int[], $31::bigint[], $32::int[], $33::int[],
+    $34::text[], $35::text[], $36::int[])
   AS s(tenant, id, kind, title, status, percent, done, total, message, stage, result, error,
        metadata, version, last_ord, created_value, created_ord, started_value, started_ord,
-       finished_value, finished_ord, create_key, create_fingerprint, read_version),
+       finished_value, finished_ord, cancel_value, cancel_ord, lease_seconds, create_key,
+       create_fingerprint, read_version),
     placed
 ), new_tasks AS (
   INSERT INTO tasks ({TASK_COLUMNS}, create_key, create_fingerprint)
   SELECT tenant, id, kind, title, status, percent, done, total, message, stage, result::jsonb,
          error::jsonb, metadata::jsonb, version, last_seq, created_at, updated_at, started_at,
-         finished_at, create_key, create_fingerprint
+         finished_at, cancel_seq, lease_seconds, create_key, create_fingerprint
   FROM states WHERE read_version IS NULL
 ), changed_tasks AS (
   UPDATE tasks SET
     status = s.status, percent = s.percent, done = s.done, total = s.total,
     message = s.message, stage = s.stage, result = s.result::jsonb, error = s.error::jsonb,
     version = s.version, last_seq = s.last_seq, updated_at = s.updated_at,
-    started_at = s.started_at, finished_at = s.finished_at
+    started_at = s.started_at, finished_at = s.finished_at, cancel_seq = s.cancel_seq
   FROM states s
   WHERE tasks.tenant = s.tenant AND tasks.id = s.id AND tasks.version = s.read_version
   RETURNING 1
 ), checked AS (
-  SELECT taskstream_expect_rows($34::int, (SELECT count(*) FROM changed_tasks))
+  SELECT taskstream_expect_rows($37::int, (SELECT count(*) FROM changed_tasks))
 ), notified AS (
   SELECT pg_notify('{CHANNEL}', max(seq)::text) FROM positions
 )
 SELECT p.seq, p.time FROM positions p, checked, notified ORDER BY p.ord
 """
 
-GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND id = $2"
+# A task as clients read it: its row, then two clock-dependent figures. elapsed_seconds is
+# the run time so far (or in all, once finished). eta_seconds extrapolates the rate of the
+# task's last ten progress events (percent given, or derived from done and total) to 100%,
+# minus the time since the newest of them; null unless the task is running and advancing.
+# ``t`` is a subquery so that the task filters never meet the events' columns.
+_TIMED_PACE = """
+LEFT JOIN LATERAL (
+  SELECT min(r.time) AS first_at, max(r.time) AS last_at,
+         (array_agg(r.percent ORDER BY r.seq))[1] AS first_percent
+  FROM (
+    SELECT e.seq, e.time,
+           coalesce((e.data->>'percent')::float8,
+                    (e.data->>'done')::float8 * 100
+                    / nullif(coalesce((e.data->>'total')::float8, t.total), 0)) AS percent
+    FROM events e
+    WHERE t.status = 'running' AND e.tenant = t.tenant AND e.task_id = t.id
+      AND e.type = 'progress'
+    ORDER BY e.seq DESC
+    LIMIT 10
+  ) AS r
+) AS pace ON true
+"""
+_TIMING = """
+  CASE WHEN t.started_at IS NOT NULL THEN round(extract(epoch FROM
+    coalesce(t.finished_at, clock_timestamp()) - t.started_at), 3)::float8 END
+  AS elapsed_seconds,
+  CASE WHEN t.percent < 100 AND pace.last_at > pace.first_at AND t.percent > pace.first_percent
+    THEN round(greatest(0, (100 - t.percent) * extract(epoch FROM pace.last_at - pace.first_at)
+                           / (t.percent - pace.first_percent)
+                           - extract(epoch FROM clock_timestamp() - pace.last_at))::numeric, 1
+    )::float8 END
+  AS eta_seconds
+"""
+
+
+def _timed(select: str, order: str = "") -> str:
+    return f"SELECT t.*, {_TIMING} FROM ({select}) AS t {_TIMED_PACE} {order}"
+
+
+GET_TASK = _timed(f"SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1 AND id = $2")
 
 TASK_EXISTS = "SELECT EXISTS (SELECT 1 FROM tasks WHERE tenant = $1 AND id = $2)"
 
@@ -158,9 +205,10 @@ def _where(filters: dict[str, str], names: Iterable[str], first: int) -> tuple[s
 def list_tasks(filters: Iterable[str]) -> str:
     """Tasks of $1, newest first, then the given filters, with the limit last."""
     where, limit = _where(_TASK_FILTERS, filters, 2)
-    return (
+    return _timed(
         f"SELECT {TASK_COLUMNS} FROM tasks WHERE tenant = $1{where}"
-        f" ORDER BY created_at DESC, id DESC LIMIT ${limit}"
+        f" ORDER BY created_at DESC, id DESC LIMIT ${limit}",
+        "ORDER BY t.created_at DESC, t.id DESC",
     )
 
 
@@ -181,6 +229,15 @@ STREAM_COLUMNS = (
 # The listener's read after a wake-up: every tenant's events after its position.
 EVENTS_AFTER = f"SELECT {STREAM_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
 
+
+# Running tasks whose lease ran out: no event for lease_seconds (index tasks_leases).
+EXPIRED_LEASES = """
+SELECT tenant, id, version, lease_seconds FROM tasks
+WHERE status = 'running' AND lease_seconds IS NOT NULL
+  AND updated_at < clock_timestamp() - make_interval(secs => lease_seconds)
+ORDER BY updated_at
+LIMIT $1
+"""
 
 SCHEMA_VERSIONED = "SELECT to_regclass('alembic_version') IS NOT NULL"
 
