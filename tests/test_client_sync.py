@@ -9,7 +9,6 @@ import time
 import pytest
 
 from service.client import (
-    EventType,
     InvalidTransition,
     NotFound,
     RetryPolicy,
@@ -22,9 +21,6 @@ from tests.faults import running_proxy
 from tests.helpers import Service
 
 FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05)
-needs_cancel = pytest.mark.skipif(
-    "cancel_requested" not in set(EventType), reason="the service has no cancel yet"
-)
 
 
 def connect(service: Service, base_url: str | None = None, scopes: str | None = None) -> Taskstream:
@@ -114,7 +110,6 @@ async def test_track_success_failure_and_coalescing(service: Service) -> None:
     assert failed == {"message": "'missing'", "code": "KeyError"}
 
 
-@needs_cancel
 async def test_track_sees_a_cancel_request(service: Service) -> None:
     created = asyncio.Event()
     loop = asyncio.get_running_loop()

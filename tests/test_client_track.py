@@ -6,20 +6,11 @@ import asyncio
 
 import pytest
 
-from service.client import AsyncTaskstream, EventType, RetryPolicy, TaskFinished
-from service.domain.models import CreateTask
+from service.client import AsyncTaskstream, RetryPolicy, TaskFinished
 from tests.faults import running_proxy
 from tests.helpers import Service
 
 FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05)
-
-# Cancellation and leases are being added to the service on main; these run once it has them.
-needs_cancel = pytest.mark.skipif(
-    "cancel_requested" not in set(EventType), reason="the service has no cancel yet"
-)
-needs_leases = pytest.mark.skipif(
-    "lease_seconds" not in CreateTask.model_fields, reason="the service has no leases yet"
-)
 
 
 def connect(service: Service, base_url: str | None = None) -> AsyncTaskstream:
@@ -136,7 +127,6 @@ async def test_cancel_from_the_block_appends_cancelled_once(service: Service) ->
     assert (await service.api.history("t"))[-1]["data"] == {"reason": "not needed"}
 
 
-@needs_cancel
 async def test_a_cancel_request_reaches_the_worker(service: Service) -> None:
     canceller = AsyncTaskstream(service.base_url, service.token(scopes="tasks:cancel"), retry=FAST)
     seen: list[int] = []
@@ -165,7 +155,6 @@ async def test_a_cancel_request_reaches_the_worker(service: Service) -> None:
     assert final["status"] == "cancelled" and final["cancel_requested"] is True
 
 
-@needs_cancel
 async def test_a_cancel_request_seen_without_raising(service: Service) -> None:
     async with (
         connect(service) as client,
@@ -180,7 +169,6 @@ async def test_a_cancel_request_seen_without_raising(service: Service) -> None:
     assert types[-1] == "cancelled" and types.count("cancelled") == 1
 
 
-@needs_leases
 async def test_the_lease_is_kept_alive_while_the_block_runs(service: Service) -> None:
     async with connect(service) as client, client.track(kind="k", id="t", lease_seconds=1):
         await asyncio.sleep(2.2)

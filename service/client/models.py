@@ -23,8 +23,6 @@ class Appended(BaseModel):
 class BatchItemResult(BatchResult):
     """One item's answer in a batch; each item succeeds or fails on its own."""
 
-    cancel_requested: bool = False
-
     @property
     def ok(self) -> bool:
         return self.status in (200, 201)
