@@ -10,16 +10,21 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
 from service.bootstrap import BootstrapError
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.store.database import Database
+
+T = TypeVar("T")
 
 APP_FACTORY = "service.app:create_app"
 STARTUP_FAILURE = 3
@@ -206,21 +211,29 @@ def _migrate(args: argparse.Namespace) -> int:
     return _on_database(work)
 
 
-def _prune(args: argparse.Namespace) -> int:
-    from service.store import retention
+def _with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run ``work`` on a one-connection pool of the database at ``url``."""
     from service.store.database import Database
 
-    cutoff = datetime.now(UTC) - args.older_than
-
-    async def prune(url: str) -> retention.Pruned:
+    async def run() -> T:
         database = Database(url, pool_size=1)
         try:
-            return await retention.prune(database, cutoff, batch=args.batch)
+            return await work(database)
         finally:
             await database.close()
 
+    return asyncio.run(run())
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from service.store import retention
+
+    cutoff = datetime.now(UTC) - args.older_than
+
     def work(url: str) -> int:
-        pruned = asyncio.run(prune(url))
+        pruned = _with_database(
+            url, lambda database: retention.prune(database, cutoff, batch=args.batch)
+        )
         print(
             f"removed {pruned.events} event(s) older than {cutoff:%Y-%m-%dT%H:%M:%SZ};"
             f" history is complete after seq {pruned.pruned_through_seq}"
@@ -232,17 +245,12 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _purge(args: argparse.Namespace) -> int:
     from service.store import retention
-    from service.store.database import Database
-
-    async def purge(url: str) -> retention.Purged:
-        database = Database(url, pool_size=1)
-        try:
-            return await retention.purge(database, args.tenant, args.task, batch=args.batch)
-        finally:
-            await database.close()
 
     def work(url: str) -> int:
-        purged = asyncio.run(purge(url))
+        purged = _with_database(
+            url,
+            lambda database: retention.purge(database, args.tenant, args.task, batch=args.batch),
+        )
         what = (
             f"task {args.task!r} of tenant {args.tenant!r}"
             if args.task
