@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,9 +15,11 @@ from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from service import metrics
 from service.api import auth, headers, problems, ratelimit
 from service.api.events import EventController
 from service.api.health import healthz, index, readyz
+from service.api.metrics import prometheus_metrics
 from service.api.openapi import DocumentedJsonPlugin
 from service.api.services import Services
 from service.api.streams import task_stream, tenant_stream
@@ -129,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 task.cancel()
             await services.appender.close()
             await database.close()
+            metrics.process_exited(os.getpid())
 
     return Litestar(
         route_handlers=[
@@ -138,6 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tenant_stream,
             healthz,
             readyz,
+            prometheus_metrics,
             index,
         ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},

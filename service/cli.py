@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import importlib
 import json
 import math
+import os
 import re
+import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -165,17 +170,38 @@ def _serve(args: argparse.Namespace) -> int:
         from uvicorn.supervisors import Multiprocess
 
         # The workers import the app themselves (spawned processes); they read the resolved
-        # database URL and secret from the environment that prepare() exported.
-        sock = config.bind_socket()
-        try:
-            Multiprocess(config, sockets=[sock]).run()
-        finally:
-            sock.close()
+        # database URL and secret from the environment that prepare() exported, and the
+        # directory where they keep their metrics for each other's scrapes.
+        with _shared_metrics():
+            sock = config.bind_socket()
+            try:
+                Multiprocess(config, sockets=[sock]).run()
+            finally:
+                sock.close()
         return 0
     except _Stopped:
         return 0
     finally:
         embedded.stop()
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers (emptied if the operator chose one):
+    values left by an earlier run would be added to this one's."""
+    from service.metrics import MULTIPROCESS_DIR
+
+    chosen = os.environ.get(MULTIPROCESS_DIR)
+    directory = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="taskstream-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROCESS_DIR] = str(directory)
+    try:
+        yield
+    finally:
+        if not chosen:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _check_keys(settings: Settings) -> None:

@@ -77,8 +77,10 @@ class Database:
                 await connection.invalidate()
                 raise
 
-    def pool_status(self) -> str:
-        return self.engine.pool.status()
+    def pool_usage(self) -> dict[str, int]:
+        """Connections by state: checked out, idle in the pool, and the pool's size."""
+        pool: Any = self.engine.pool
+        return {"in_use": pool.checkedout(), "idle": pool.checkedin(), "size": pool.size()}
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
+from service import metrics
 from service.domain.problems import TooManyStreams
 from service.settings import Settings
 from service.store.database import UNAVAILABLE
@@ -72,12 +73,15 @@ class Streams:
             if remaining:
                 self._per_subject[subject] = remaining
 
-    def subscriber(self, selection: Selection, *, after: int, task: bool) -> Subscriber:
+    def subscriber(
+        self, selection: Selection, *, after: int, task: bool, latest_progress: bool
+    ) -> Subscriber:
         return Subscriber(
             selection,
             last_sent=after,
             limit=self.settings.stream_buffer_bytes,
             ends_on_terminal=task,
+            latest_progress=latest_progress,
         )
 
     async def answer(self, send: Any, body: bytes) -> None:
@@ -106,6 +110,7 @@ class Streams:
         else:
             watching = asyncio.ensure_future(_watch(receive, subscriber))
         self.hub.subscribe(subscriber)
+        metrics.streams_open.inc()
         try:
             await send(
                 {
@@ -117,7 +122,7 @@ class Streams:
             await send({"type": "http.response.body", "body": first, "more_body": True})
             del first  # a snapshot can be large, and this frame lives as long as the stream
             sink: Sink = (
-                DirectSink(protocol.transport, self.settings.stream_buffer_bytes)
+                DirectSink(protocol, self.settings.stream_buffer_bytes)
                 if protocol is not None
                 else QueuedSink(self.settings.stream_buffer_bytes, subscriber.wake)
             )
@@ -132,6 +137,8 @@ class Streams:
             await self._live(subscriber, sink, send)
         finally:
             self.hub.unsubscribe(subscriber)
+            metrics.streams_open.dec()
+            metrics.streams_ended.labels((subscriber.end or End.LOST).name.lower()).inc()
             if protocol is not None:
                 protocol.watcher = None
             if watching is not None:
@@ -154,6 +161,7 @@ class Streams:
                 else None
             )
             body = "".join([frame_text(row) for row in rows]).encode()
+            metrics.backfilled_events.inc(len(rows))
             try:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             finally:
@@ -172,12 +180,17 @@ class Streams:
             return await self.reader.stream_page(selection, limit=BACKFILL_PAGE)
 
     async def _live(self, subscriber: Subscriber, sink: Sink, send: Any) -> None:
-        """Wait for the end; under a :class:`QueuedSink`, also send what it collects."""
+        """Wait for the end; under a :class:`QueuedSink`, also send what it collects; for a
+        subscriber behind (``?progress=latest``), wait for the socket and catch up."""
+        loop = asyncio.get_running_loop()
         while True:
             await subscriber.woken_up()
             if isinstance(sink, QueuedSink) and sink.pending:
                 body = sink.take()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+            while subscriber.behind is not None and subscriber.end is None:
+                await _first(sink.drained(), subscriber.woken_up())
+                subscriber.catch_up(loop.time())
             if subscriber.end is not None:
                 return
 
@@ -185,6 +198,16 @@ class Streams:
         """Shutdown: refuse new streams (not ready) and end the open ones cleanly."""
         self.stopping = True
         self.hub.stop_all()
+
+
+async def _first(*waits: Coroutine[Any, Any, None]) -> None:
+    """Until the first of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _watch(receive: Any, subscriber: Subscriber) -> None:
