@@ -16,7 +16,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from service import metrics
-from service.api import auth, headers, problems, ratelimit
+from service.api import auth, headers, problems, ratelimit, requestlog
 from service.api.events import EventController
 from service.api.health import healthz, index, readyz
 from service.api.metrics import prometheus_metrics
@@ -121,7 +121,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             async with asyncio.timeout(settings.readiness_timeout_seconds):
                 await listener.attempted.wait()
         tune_garbage_collector()
-        auth.redact_access_logs()
         try:
             yield
         finally:
@@ -146,12 +145,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
             index,
         ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
-        middleware=[auth.middleware(token_verifier)],
+        middleware=[
+            *([requestlog.RequestLog] if settings.access_log else []),
+            auth.middleware(token_verifier),
+        ],
         cors_config=headers.cors_config(settings.cors_origins),
-        before_send=[headers.add_security_headers],
+        before_send=[
+            headers.add_security_headers,
+            *([requestlog.on_send] if settings.access_log else []),
+        ],
         exception_handlers={Exception: problems.handle},
         before_request=refuse_nul,
         lifespan=[lifespan],
+        logging_config=None,  # the command configures logging (service/logs.py), not the app
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="taskstream",

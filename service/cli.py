@@ -136,12 +136,14 @@ def _bootstrapping(command: Handler) -> Handler:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service import bootstrap
+    from service import bootstrap, logs
     from service.store import embedded
     from service.stream.transport import HttpProtocol
 
     signals = _Signals()
     signals.install()
+    if not args.access_log:
+        os.environ["TASKSTREAM_ACCESS_LOG"] = "false"  # read by the app in every worker
     try:
         settings = load_settings()
         generated_secret = not settings.jwt_secret and not bootstrap.identity_provider_only(
@@ -159,8 +161,9 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             lifespan="on",
             http=HttpProtocol,
+            log_config=logs.config(args.log_level, settings.log_format),
             log_level=args.log_level,
-            access_log=args.access_log,
+            access_log=False,  # the service logs its requests itself (api/requestlog.py)
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         if args.workers == 1:

@@ -68,12 +68,14 @@ class Subscriber:
         "behind",
         "end",
         "ends_on_terminal",
+        "from_table",
         "last_sent",
         "last_write",
         "latest_progress",
         "limit",
         "overflowed",
         "selection",
+        "sent",
         "sink",
         "waiter",
         "woken",
@@ -91,6 +93,8 @@ class Subscriber:
         self.selection = selection
         self.latest_progress = latest_progress
         self.behind: LatestProgress | None = None
+        self.sent = 0  # frames written live
+        self.from_table = 0  # events sent from the table (backfill)
         self.last_sent = last_sent
         self.limit = limit
         self.ends_on_terminal = ends_on_terminal
@@ -127,6 +131,7 @@ class Subscriber:
                 self.cut_off()
             return
         self.last_write = now
+        self.sent += len(frames)
         if not sink.write(frames, joined):
             self._fell_behind()
         elif self.ends_on_terminal and frames[-1].terminal:
@@ -148,6 +153,7 @@ class Subscriber:
         frames = behind.take()
         if frames:
             self.last_write = now
+            self.sent += len(frames)
             if not sink.write(frames):
                 self._fell_behind()
             elif self.ends_on_terminal and frames[-1].terminal:

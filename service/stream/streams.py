@@ -34,6 +34,8 @@ HEADERS = (
     (b"x-accel-buffering", b"no"),
 )
 """A tuple: each answer sends a list of its own, which middleware may extend in place."""
+SUMMARY = "taskstream.stream"
+"""Scope key of a stream's summary, for the request log (api/requestlog.py)."""
 CHUNKED = (b"transfer-encoding", b"chunked")
 """Said explicitly when frames are written to the socket as chunks (DirectSink)."""
 
@@ -137,8 +139,14 @@ class Streams:
             await self._live(subscriber, sink, send)
         finally:
             self.hub.unsubscribe(subscriber)
+            end = (subscriber.end or End.LOST).name.lower()
             metrics.streams_open.dec()
-            metrics.streams_ended.labels((subscriber.end or End.LOST).name.lower()).inc()
+            metrics.streams_ended.labels(end).inc()
+            scope[SUMMARY] = {
+                "frames": subscriber.sent,
+                "backfilled": subscriber.from_table,
+                "end": end,
+            }
             if protocol is not None:
                 protocol.watcher = None
             if watching is not None:
@@ -162,6 +170,7 @@ class Streams:
             )
             body = "".join([frame_text(row) for row in rows]).encode()
             metrics.backfilled_events.inc(len(rows))
+            subscriber.from_table += len(rows)
             try:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             finally:
