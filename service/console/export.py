@@ -71,7 +71,11 @@ def _target(path: str | None) -> Iterator[BinaryIO]:
     final = Path(path)
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
     try:
-        with partial.open("wb") as out:
+        out = partial.open("wb")
+    except OSError as exc:
+        raise CliError(f"cannot write {final}: {exc.strerror}") from exc
+    try:
+        with out:
             yield out
         partial.replace(final)
     except BaseException:

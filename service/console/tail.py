@@ -34,6 +34,8 @@ from service.domain.state import TaskState
 from service.domain.wire import timestamp
 
 REFRESH_SECONDS = 0.25
+LISTING_LIMIT = 1000
+"""The service's largest page of tasks."""
 TABLE_LINES = 6
 """Terminal lines the table takes besides its rows (heading, rules, caption, a spare)."""
 STATUS_STYLES = {
@@ -69,7 +71,8 @@ async def _follow_all(
 ) -> None:
     async def listed() -> int:
         statuses = [status.value for status in board.statuses]
-        page = await client.list_tasks_page(status=statuses, kind=kinds, limit=board.rows)
+        limit = min(board.rows, LISTING_LIMIT)
+        page = await client.list_tasks_page(status=statuses, kind=kinds, limit=limit)
         board.load(page.items)
         return page.as_of_seq
 
