@@ -1,9 +1,9 @@
 """The ``taskstream`` command.
 
-``serve``, ``migrate`` and ``token`` run the service; ``emit``, ``tail``, ``export`` and
-``demo`` talk to one through the Python client (``service.console``). Each command imports
-what it needs when it runs, so a client command never loads the web or database stack and
-starts quickly.
+``serve``, ``migrate``, ``token``, ``prune`` and ``purge`` run and look after the service;
+``emit``, ``tail``, ``export`` and ``demo`` talk to one through the Python client
+(``service.console``). Each command imports what it needs when it runs, so a client command
+never loads the web or database stack and starts quickly.
 """
 
 from __future__ import annotations
@@ -16,23 +16,24 @@ import importlib
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from service.domain.models import EventType, TaskStatus
 
 if TYPE_CHECKING:
     from service.settings import Settings
+    from service.store.database import Database
 
 Handler = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 APP_FACTORY = "service.app:create_app"
 STARTUP_FAILURE = 3
@@ -217,11 +218,11 @@ def _check_keys(settings: Settings) -> None:
         raise CliError(str(exc)) from exc
 
 
-@_bootstrapping
-def _migrate(args: argparse.Namespace) -> int:
+def _on_database(work: Callable[[str], int]) -> int:
+    """Run ``work`` with the configured database URL (the embedded Postgres when none is set,
+    stopped afterwards); SIGTERM/SIGINT end it with status 0."""
     from service import bootstrap
     from service.store import embedded
-    from service.store.migrate import upgrade
 
     signals = _Signals()
     signals.install()
@@ -229,17 +230,79 @@ def _migrate(args: argparse.Namespace) -> int:
         settings = bootstrap.prepare(load_settings())
         signals.release()
         assert settings.database_url is not None
-        try:
-            upgrade(settings.database_url)
-        except Exception as exc:
-            raise CliError(f"migration failed: {exc}") from exc
-        revision = asyncio.run(_current_revision(settings.database_url))
-        print(f"schema at revision {revision}")
-        return 0
+        return work(settings.database_url)
     except _Stopped:
         return 0
     finally:
         embedded.stop()
+
+
+@_bootstrapping
+def _migrate(args: argparse.Namespace) -> int:
+    from service.store.migrate import upgrade
+
+    def work(url: str) -> int:
+        try:
+            upgrade(url)
+        except Exception as exc:
+            raise CliError(f"migration failed: {exc}") from exc
+        print(f"schema at revision {asyncio.run(_current_revision(url))}")
+        return 0
+
+    return _on_database(work)
+
+
+def _with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run ``work`` on a one-connection pool of the database at ``url``."""
+    from service.store.database import Database
+
+    async def run() -> T:
+        database = Database(url, pool_size=1)
+        try:
+            return await work(database)
+        finally:
+            await database.close()
+
+    return asyncio.run(run())
+
+
+@_bootstrapping
+def _prune(args: argparse.Namespace) -> int:
+    from service.store import retention
+
+    cutoff = datetime.now(UTC) - args.older_than
+
+    def work(url: str) -> int:
+        pruned = _with_database(
+            url, lambda database: retention.prune(database, cutoff, batch=args.batch)
+        )
+        print(
+            f"removed {pruned.events} event(s) older than {cutoff:%Y-%m-%dT%H:%M:%SZ};"
+            f" history is complete after seq {pruned.pruned_through_seq}"
+        )
+        return 0
+
+    return _on_database(work)
+
+
+@_bootstrapping
+def _purge(args: argparse.Namespace) -> int:
+    from service.store import retention
+
+    def work(url: str) -> int:
+        purged = _with_database(
+            url,
+            lambda database: retention.purge(database, args.tenant, args.task, batch=args.batch),
+        )
+        what = (
+            f"task {args.task!r} of tenant {args.tenant!r}"
+            if args.task
+            else (f"tenant {args.tenant!r}")
+        )
+        print(f"removed {purged.tasks} task(s) and {purged.events} event(s) of {what}")
+        return 0
+
+    return _on_database(work)
 
 
 async def _current_revision(url: str) -> str:
@@ -289,6 +352,17 @@ def _token(args: argparse.Namespace) -> int:
         )
     print(mint(secret.value, sub=args.sub, tenant=args.tenant, scopes=scopes, ttl_seconds=args.ttl))
     return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"expected an age such as 30d, 12h or 90m, not {text!r}")
+    return timedelta(seconds=int(number) * _UNITS[unit])
 
 
 def _port(text: str) -> int:
@@ -349,17 +423,11 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-_AGO = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def _moment(text: str) -> datetime:
-    """An RFC 3339 date-time with an offset, or a time ago such as ``90s``, ``15m``, ``2h``,
-    ``7d``, ``1w``: so that the last hour needs no date arithmetic in the shell."""
-    ago = _AGO.fullmatch(text.strip())
-    if ago:
-        seconds = float(ago.group(1)) * _UNIT_SECONDS[ago.group(2)]
-        return datetime.now(UTC) - timedelta(seconds=seconds)
+    """An RFC 3339 date-time with an offset, or an age as ``prune --older-than`` takes it
+    (``90m``, ``2h``, ``7d``) meaning that long ago: the last day needs no date arithmetic."""
+    with contextlib.suppress(argparse.ArgumentTypeError):
+        return datetime.now(UTC) - _age(text)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -476,6 +544,45 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     migrate.set_defaults(handler=_migrate)
+
+    prune = commands.add_parser(
+        "prune",
+        help="remove history older than an age",
+        description="Remove every event older than the given age, in batches of one transaction"
+        " each. Task rows keep their final state and phase times. Streams resumed from before"
+        " the removed history receive `event: reset` (reload, then follow). Run it as the"
+        " owner role, from cron or a scheduled job.",
+        epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prune.add_argument(
+        "--older-than", type=_age, required=True, metavar="AGE", help="e.g. 30d, 12h, 90m"
+    )
+    prune.add_argument(
+        "--batch",
+        type=_positive,
+        default=10_000,
+        help="events per transaction (default: %(default)s)",
+    )
+    prune.set_defaults(handler=_prune)
+
+    purge = commands.add_parser(
+        "purge",
+        help="remove all data of a tenant (or of one task)",
+        description="Remove every event and task of a tenant, or of one task with --task, for"
+        " privacy requests; prints what it removed.",
+        epilog=CONFIG_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    purge.add_argument("--tenant", type=_non_empty, required=True)
+    purge.add_argument("--task", type=_non_empty, metavar="ID", help="only this task")
+    purge.add_argument(
+        "--batch",
+        type=_positive,
+        default=10_000,
+        help="rows per transaction (default: %(default)s)",
+    )
+    purge.set_defaults(handler=_purge)
 
     token = commands.add_parser(
         "token",

@@ -79,12 +79,12 @@ listener_position = Gauge(
 newest_seq = Gauge(
     "taskstream_events_newest_seq",
     "The newest seq in the events table, read when scraped.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 listener_lag = Gauge(
     "taskstream_listener_lag_events",
     "The newest seq in the table minus the newest fanned out, as of the scrape.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 pool_connections = Gauge(
     "taskstream_pool_connections",

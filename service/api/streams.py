@@ -110,6 +110,7 @@ async def task_stream(
     async def run(scope: Scope, receive: Receive, send: Send) -> None:
         with streams.slot(who.sub):
             after = resume_position(raw_header(scope, b"last-event-id"), last_event_id)
+            resumed = after is not None
             if not streams.ready:
                 await streams.not_ready(send)
                 return
@@ -134,7 +135,11 @@ async def task_stream(
                 first = streams.retry
             selection = Selection(who.tenant, task_ids=frozenset({task_id}))
             subscriber = streams.subscriber(
-                selection, after=after, task=True, latest_progress=progress == "latest"
+                selection,
+                after=after,
+                resumed=resumed,
+                task=True,
+                latest_progress=progress == "latest",
             )
             await streams.run(subscriber, first, scope, receive, send)
 
@@ -162,6 +167,7 @@ async def tenant_stream(
     async def run(scope: Scope, receive: Receive, send: Send) -> None:
         with streams.slot(who.sub):
             after = resume_position(raw_header(scope, b"last-event-id"), last_event_id)
+            resumed = after is not None
             if task_id is not None and len(task_id) > MAX_TASK_IDS:
                 raise invalid("task_id", f"at most {MAX_TASK_IDS} task ids")
             selection = Selection(
@@ -180,7 +186,11 @@ async def tenant_stream(
                     await streams.not_ready(send)
                     return
             subscriber = streams.subscriber(
-                selection, after=after, task=False, latest_progress=progress == "latest"
+                selection,
+                after=after,
+                resumed=resumed,
+                task=False,
+                latest_progress=progress == "latest",
             )
             await streams.run(subscriber, streams.retry, scope, receive, send)
 

@@ -74,6 +74,7 @@ class Subscriber:
         "latest_progress",
         "limit",
         "overflowed",
+        "resumed",
         "selection",
         "sent",
         "sink",
@@ -86,11 +87,13 @@ class Subscriber:
         selection: Selection,
         *,
         last_sent: int,
+        resumed: bool = False,
         limit: int,
         ends_on_terminal: bool,
         latest_progress: bool = False,
     ) -> None:
         self.selection = selection
+        self.resumed = resumed
         self.latest_progress = latest_progress
         self.behind: LatestProgress | None = None
         self.sent = 0  # frames written live

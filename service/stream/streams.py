@@ -20,7 +20,7 @@ from service.domain.problems import TooManyStreams
 from service.settings import Settings
 from service.store.database import UNAVAILABLE
 from service.store.reader import EventFilter, Reader
-from service.stream.frames import TERMINAL_TYPES, frame_text, retry_frame
+from service.stream.frames import TERMINAL_TYPES, frame_text, reset_frame, retry_frame
 from service.stream.hub import End, Hub, Selection, Subscriber
 from service.stream.listener import Listener
 from service.stream.transport import DirectSink, QueuedSink, Sink, http_protocol
@@ -76,11 +76,19 @@ class Streams:
                 self._per_subject[subject] = remaining
 
     def subscriber(
-        self, selection: Selection, *, after: int, task: bool, latest_progress: bool
+        self,
+        selection: Selection,
+        *,
+        after: int,
+        resumed: bool,
+        task: bool,
+        latest_progress: bool,
     ) -> Subscriber:
+        """``resumed``: ``after`` is the client's own position (Last-Event-ID)."""
         return Subscriber(
             selection,
             last_sent=after,
+            resumed=resumed,
             limit=self.settings.stream_buffer_bytes,
             ends_on_terminal=task,
             latest_progress=latest_progress,
@@ -160,11 +168,11 @@ class Streams:
         The next page is read while the current one is being sent, so a long replay keeps
         both the database and the socket busy.
         """
-        rows = await self._page(subscriber.selection, subscriber.last_sent)
+        rows = await self._page(subscriber, send, subscriber.last_sent)
         while rows and subscriber.end is None:
             last = rows[-1]
             reading = (
-                asyncio.ensure_future(self._page(subscriber.selection, last[0]))
+                asyncio.ensure_future(self._page(subscriber, send, last[0]))
                 if len(rows) == BACKFILL_PAGE
                 else None
             )
@@ -177,7 +185,11 @@ class Streams:
                 rows = await reading if reading is not None else []
             subscriber.backfilled(last[0], terminal=last[4] in TERMINAL_TYPES)
 
-    async def _page(self, wanted: Selection, after: int) -> list[Any]:
+    async def _page(self, subscriber: Subscriber, send: Any, after: int) -> list[Any]:
+        """The next page after ``after``. If pruning removed events after the subscriber's
+        position, a resuming client is sent ``event: reset`` first and the stream goes on after
+        the watermark (a stream that began with a snapshot has nothing to reload)."""
+        wanted = subscriber.selection
         selection = EventFilter(
             tenant=wanted.tenant,
             after=after,
@@ -186,7 +198,14 @@ class Streams:
             kind=sorted(wanted.kinds),
         )
         async with self._backfills:
-            return await self.reader.stream_page(selection, limit=BACKFILL_PAGE)
+            rows, pruned = await self.reader.stream_page(selection, limit=BACKFILL_PAGE)
+        if pruned > subscriber.last_sent:
+            if subscriber.resumed:
+                body = reset_frame(pruned)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            subscriber.backfilled(pruned, terminal=False)
+            rows = [row for row in rows if row[0] > pruned]
+        return rows
 
     async def _live(self, subscriber: Subscriber, sink: Sink, send: Any) -> None:
         """Wait for the end; under a :class:`QueuedSink`, also send what it collects; for a
