@@ -19,8 +19,16 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     PoolTimeout,
     DBAPIError,
     asyncpg.InterfaceError,
+    # The connection broke mid-statement (ConnectionDoesNotExistError) or could not be made.
+    asyncpg.PostgresConnectionError,
+    # Ended by a fast shutdown or pg_terminate_backend (57P01), a crash (57P02), or a server
+    # still starting (57P03).
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionFailureError,
+    # A pooled connection that received the server's farewell while idle, used before asyncpg
+    # noticed it was closed ("cannot switch to state ...").
+    asyncpg.InternalClientError,
 )
 
 
