@@ -478,6 +478,43 @@ async def every_follower_streaming(followers: Sequence[Follower], seconds: float
         )
 
 
+async def flowing(writers: Writers, operations: int) -> None:
+    """Until the writers have had ``operations`` more operations acknowledged."""
+    target = writers.acknowledged + operations
+    await writers.until(
+        lambda: writers.acknowledged >= target, f"{operations} more operations", seconds=60
+    )
+
+
+async def streaming_under_load(
+    writers: Writers, balancer: Balancer, server: Server, operations: int
+) -> list[Follower]:
+    """Followers of every kind (through ``balancer``, tokens of ``server``'s secret), returned
+    once ``operations`` more were acknowledged and every follower is streaming live."""
+    await writers.until(lambda: len(writers.task_ids) >= 2, "tasks created", seconds=30)
+    followers = followers_of_every_kind(balancer, server, writers.task_ids)
+    try:
+        await flowing(writers, operations)
+        await every_follower_streaming(followers)
+    except BaseException:
+        await stop_all(followers)
+        raise
+    return followers
+
+
+async def finish_and_check(
+    writers: Writers, followers: Sequence[Follower], server: Server, operations: int
+) -> list[dict[str, Any]]:
+    """``operations`` more, then the writers finish; the log is checked through ``server``
+    (:func:`assert_log_consistent`) and every follower catches up with it. Returns the log."""
+    await flowing(writers, operations)
+    await writers.finish()
+    assert not writers.ledger.unexpected, writers.ledger.unexpected
+    events = await assert_log_consistent(api(server), writers.ledger)
+    await every_follower_reaches(followers, events)
+    return events
+
+
 def resumed_within(followers: Sequence[Follower], since: float) -> float:
     """How long after ``since`` the last of the followers had a stream open again."""
     return max(

@@ -13,24 +13,25 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.chaos import (
     Balancer,
+    Connection,
     Follower,
     Writers,
-    api,
-    assert_log_consistent,
-    every_follower_reaches,
-    every_follower_streaming,
-    followers_of_every_kind,
+    finish_and_check,
+    flowing,
     reconnects,
     replicas,
     report,
     resumed_within,
     stop_all,
+    streaming_under_load,
 )
 from tests.processes import Server, start_server
 
@@ -52,25 +53,15 @@ async def test_sigkill_mid_append_keeps_every_acknowledged_append_and_no_half_wr
     restarts: list[float] = []
     async with Writers(Balancer([server]), WRITERS) as writers:
         for _ in range(KILLS):
-            target = writers.acknowledged + OPERATIONS_BETWEEN
-            await writers.until(
-                lambda target=target: writers.acknowledged >= target and writers.in_flight > 0,
-                "appends flowing",
-                seconds=60,
-            )
+            await flowing(writers, OPERATIONS_BETWEEN)
             in_flight.append(writers.in_flight)
             server.signal(signal.SIGKILL)
             assert await server.wait(10) == -signal.SIGKILL
             killed = loop.time()
             await server.start()  # the same port; the writers keep retrying meanwhile
             restarts.append(loop.time() - killed)
-        target = writers.acknowledged + OPERATIONS_BETWEEN
-        await writers.until(lambda: writers.acknowledged >= target, "appends after", seconds=60)
-        await writers.finish()
-
+        events = await finish_and_check(writers, [], server, OPERATIONS_BETWEEN)
     ledger = writers.ledger
-    assert not ledger.unexpected, ledger.unexpected
-    events = await assert_log_consistent(api(server), ledger)
     report(
         "sigkill mid-append",
         kills=KILLS,
@@ -83,97 +74,86 @@ async def test_sigkill_mid_append_keeps_every_acknowledged_append_and_no_half_wr
     )
 
 
-async def _streaming_on(doomed: Server, writers: Writers, readers: Balancer) -> list[Follower]:
-    """Followers of every kind, all streaming from ``doomed`` while the writers write."""
-    await writers.until(lambda: len(writers.task_ids) >= 4, "tasks created", seconds=30)
-    followers = followers_of_every_kind(readers, doomed, writers.task_ids)
-    target = writers.acknowledged + OPERATIONS_BETWEEN
-    await writers.until(lambda: writers.acknowledged >= target, "appends flowing", seconds=60)
-    await every_follower_streaming(followers)
-    return followers
+@dataclass
+class Departure:
+    """A replica that left while followers streamed from it and writers wrote through it."""
+
+    gone: Server
+    survivor: Server
+    writers: Writers
+    followers: list[Follower]
+    events: list[dict[str, Any]]
+    signalled: float
+    in_flight: int  # writers' requests in flight when the signal was sent
+    exit_status: int
+    exit_seconds: float
+
+    def connections_to_the_gone(self, follower: Follower) -> list[Connection]:
+        return [c for c in follower.connections if c.base_url == self.gone.base_url]
+
+    def report(self, scenario: str) -> None:
+        report(
+            scenario,
+            exit_seconds=round(self.exit_seconds, 2),
+            writers_in_flight_at_signal=self.in_flight,
+            events=len(self.events),
+            followers=len(self.followers),
+            reconnects=reconnects(self.followers),
+            all_resumed_within_seconds=round(resumed_within(self.followers, self.signalled), 2),
+            failed_attempts=self.writers.ledger.failed_attempts,
+            committed_but_unanswered_recovered=self.writers.ledger.recovered,
+        )
 
 
-async def _after_the_move(
-    writers: Writers, followers: list[Follower], survivor: Server
-) -> list[dict[str, object]]:
-    """More appends, then the writers stop; the log is checked and every follower must end
-    with exactly its part of it."""
-    target = writers.acknowledged + OPERATIONS_BETWEEN
-    await writers.until(lambda: writers.acknowledged >= target, "appends after", seconds=60)
-    await writers.finish()
-    assert not writers.ledger.unexpected, writers.ledger.unexpected
-    events = await assert_log_consistent(api(survivor), writers.ledger)
-    await every_follower_reaches(followers, events)
+async def replica_leaves(
+    servers: list[Server], tmp_path: Path, database_url: str, signum: int
+) -> Departure:
+    """Two replicas; writers through both, followers of every kind on the first. Once both
+    flow, the first gets ``signum`` and the balancer routes everything to the second; after
+    more appends the writers finish, the log is checked, and every follower must end with
+    exactly its part of it."""
+    gone, survivor = await replicas(servers, tmp_path, database_url)
+    routes, readers = Balancer([gone, survivor]), Balancer([gone])
+    loop = asyncio.get_running_loop()
+    async with Writers(routes, WRITERS) as writers:
+        followers = await streaming_under_load(writers, readers, gone, OPERATIONS_BETWEEN)
+        try:
+            in_flight = writers.in_flight
+            gone.signal(signum)
+            signalled = loop.time()
+            routes.route_to(survivor)  # what the balancer's health check soon does
+            readers.route_to(survivor)
+            status = await gone.wait(EXIT_SECONDS)
+            exit_seconds = loop.time() - signalled
+            events = await finish_and_check(writers, followers, survivor, OPERATIONS_BETWEEN)
+        finally:
+            await stop_all(followers)
     for follower in followers:
         follower.assert_got_exactly(events)
-    return events
+        assert follower.connections[-1].base_url == survivor.base_url, follower
+    return Departure(
+        gone, survivor, writers, followers, events, signalled, in_flight, status, exit_seconds
+    )
 
 
 async def test_clients_of_a_killed_replica_resume_on_another_and_lose_nothing(
     servers: list[Server], tmp_path: Path, database_url: str
 ) -> None:
-    doomed, survivor = await replicas(servers, tmp_path, database_url)
-    routes, readers = Balancer([doomed, survivor]), Balancer([doomed])
-    loop = asyncio.get_running_loop()
-    async with Writers(routes, WRITERS) as writers:
-        followers = await _streaming_on(doomed, writers, readers)
-        try:
-            doomed.signal(signal.SIGKILL)
-            killed = loop.time()
-            assert await doomed.wait(10) == -signal.SIGKILL
-            routes.route_to(survivor)  # the load balancer's health check notices
-            readers.route_to(survivor)
-            events = await _after_the_move(writers, followers, survivor)
-        finally:
-            await stop_all(followers)
-
-    for follower in followers:
-        ended = [c for c in follower.connections if c.base_url == doomed.base_url]
+    departure = await replica_leaves(servers, tmp_path, database_url, signal.SIGKILL)
+    assert departure.exit_status == -signal.SIGKILL
+    for follower in departure.followers:
+        ended = departure.connections_to_the_gone(follower)
         assert ended and ended[-1].end in ("reset", "eof"), follower
-        assert follower.connections[-1].base_url == survivor.base_url, follower
-    report(
-        "replica killed",
-        events=len(events),
-        followers=len(followers),
-        reconnects=reconnects(followers),
-        all_resumed_within_seconds=round(resumed_within(followers, killed), 2),
-        failed_attempts=writers.ledger.failed_attempts,
-        committed_but_unanswered_recovered=writers.ledger.recovered,
-    )
+    departure.report("replica killed")
 
 
 async def test_sigterm_drains_a_replica_under_load_and_its_clients_resume_on_another(
     servers: list[Server], tmp_path: Path, database_url: str
 ) -> None:
-    draining, survivor = await replicas(servers, tmp_path, database_url)
-    routes, readers = Balancer([draining, survivor]), Balancer([draining])
-    loop = asyncio.get_running_loop()
-    async with Writers(routes, WRITERS) as writers:
-        followers = await _streaming_on(draining, writers, readers)
-        try:
-            in_flight = writers.in_flight
-            draining.signal(signal.SIGTERM)
-            signalled = loop.time()
-            routes.route_to(survivor)
-            readers.route_to(survivor)
-            status = await draining.wait(EXIT_SECONDS)
-            exited = loop.time() - signalled
-            assert status == 0, f"exit status {status}:\n{draining.output()}"
-            events = await _after_the_move(writers, followers, survivor)
-        finally:
-            await stop_all(followers)
-
-    for follower in followers:
-        drained = [c for c in follower.connections if c.base_url == draining.base_url]
+    departure = await replica_leaves(servers, tmp_path, database_url, signal.SIGTERM)
+    assert departure.exit_status == 0, f"exit {departure.exit_status}:\n{departure.gone.output()}"
+    for follower in departure.followers:
+        drained = departure.connections_to_the_gone(follower)
         assert all(c.end == "clean" for c in drained), f"not ended by the last chunk: {follower}"
         assert not any(c.cut_mid_frame for c in drained), f"a frame was cut: {follower}"
-    report(
-        "sigterm drain",
-        exit_seconds=round(exited, 2),
-        writers_in_flight_at_signal=in_flight,
-        events=len(events),
-        reconnects=reconnects(followers),
-        all_resumed_within_seconds=round(resumed_within(followers, signalled), 2),
-        failed_attempts=writers.ledger.failed_attempts,
-        committed_but_unanswered_recovered=writers.ledger.recovered,
-    )
+    departure.report("sigterm drain")

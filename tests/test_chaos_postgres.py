@@ -20,15 +20,13 @@ import pytest
 from tests.chaos import (
     Balancer,
     Writers,
-    assert_log_consistent,
-    every_follower_reaches,
-    every_follower_streaming,
+    finish_and_check,
     first_event_after,
-    followers_of_every_kind,
     readiness_becomes,
     reconnects,
     report,
     stop_all,
+    streaming_under_load,
 )
 from tests.helpers import Api
 from tests.processes import Server, start_server
@@ -62,13 +60,8 @@ async def test_postgres_restart_with_streams_open_loses_nothing(
     route = Balancer([server])
     loop = asyncio.get_running_loop()
     async with Writers(route, WRITERS) as writers:
-        await writers.until(lambda: len(writers.task_ids) >= 4, "tasks created", seconds=30)
-        followers = followers_of_every_kind(route, server, writers.task_ids)
+        followers = await streaming_under_load(writers, route, server, OPERATIONS_BETWEEN)
         try:
-            target = writers.acknowledged + OPERATIONS_BETWEEN
-            await writers.until(lambda: writers.acknowledged >= target, "appends", seconds=60)
-            await every_follower_streaming(followers)
-
             await cluster.stop(mode)
             stopped = loop.time()
             noticed = await readiness_becomes(server, 503)
@@ -81,13 +74,7 @@ async def test_postgres_restart_with_streams_open_loses_nothing(
             await cluster.start()
             started = loop.time()
             recovered = await readiness_becomes(server, 200)
-
-            target = writers.acknowledged + OPERATIONS_BETWEEN
-            await writers.until(lambda: writers.acknowledged >= target, "appends", seconds=60)
-            await writers.finish()
-            assert not writers.ledger.unexpected, writers.ledger.unexpected
-            events = await assert_log_consistent(Api(server.client, server.token()), writers.ledger)
-            await every_follower_reaches(followers, events)
+            events = await finish_and_check(writers, followers, server, OPERATIONS_BETWEEN)
         finally:
             await stop_all(followers)
     for follower in followers:
