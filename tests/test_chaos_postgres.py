@@ -28,7 +28,7 @@ from tests.chaos import (
     stop_all,
     streaming_under_load,
 )
-from tests.helpers import Api
+from tests.helpers import Api, scrape, value
 from tests.processes import Server, start_server
 from tests.throwaway import Cluster, throwaway_cluster, unavailable_reason
 
@@ -41,6 +41,8 @@ pytestmark = [
 
 WRITERS = 4
 OPERATIONS_BETWEEN = 30
+RECONNECTS = "taskstream_listener_reconnects_total"
+APPEND_ERRORS = "taskstream_append_errors_total"
 REFUSED_DURING_OUTAGE = 20
 """Attempts the writers must see refused before Postgres comes back: the outage is real."""
 
@@ -62,6 +64,7 @@ async def test_postgres_restart_with_streams_open_loses_nothing(
     async with Writers(route, WRITERS) as writers:
         followers = await streaming_under_load(writers, route, server, OPERATIONS_BETWEEN)
         try:
+            before = await scrape(server.client)
             await cluster.stop(mode)
             stopped = loop.time()
             noticed = await readiness_becomes(server, 503)
@@ -75,10 +78,17 @@ async def test_postgres_restart_with_streams_open_loses_nothing(
             started = loop.time()
             recovered = await readiness_becomes(server, 200)
             events = await finish_and_check(writers, followers, server, OPERATIONS_BETWEEN)
+            after = await scrape(server.client)
         finally:
             await stop_all(followers)
     for follower in followers:
         follower.assert_got_exactly(events)
+    # What an operator saw: the listener reconnected, appends failed as unavailable (503),
+    # none as refused (500), and the listener is connected again.
+    listener_reconnects = value(after, RECONNECTS) - value(before, RECONNECTS)
+    assert listener_reconnects >= 1, listener_reconnects
+    assert value(after, APPEND_ERRORS, reason="database_refused") == 0, after
+    assert value(after, "taskstream_listener_connected") == 1
     report(
         f"postgres restart ({mode})",
         readyz_503_after_seconds=round(noticed, 2),
@@ -87,7 +97,11 @@ async def test_postgres_restart_with_streams_open_loses_nothing(
         first_event_after_start_seconds=round(first_event_after(followers[0], started), 2),
         acknowledged_during_outage=acknowledged_during_outage,
         events=len(events),
-        reconnects=reconnects(followers),
+        stream_reconnects=reconnects(followers),
+        listener_reconnects=int(listener_reconnects),
+        appends_refused_as_unavailable=int(
+            value(after, APPEND_ERRORS, reason="database_unavailable")
+        ),
         failed_attempts=writers.ledger.failed_attempts,
         committed_but_unanswered_recovered=writers.ledger.recovered,
     )
