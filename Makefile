@@ -14,7 +14,7 @@ FANOUT_ARGS ?=
 # Extra arguments of bench/export.py under `make bench` / `make bench-export`: EXPORT_ARGS="--quick"
 EXPORT_ARGS ?=
 
-.PHONY: help install run test lint fmt migrate bench bench-append bench-fanout bench-export
+.PHONY: help install run test chaos lint fmt migrate bench bench-append bench-fanout bench-export
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,8 +34,11 @@ $(JS_DEPS): tests/js/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then cd tests/js && npm ci --no-audit --no-fund; \
 	else echo "npm not found: the EventSource test will be skipped"; fi
 
-test: install $(JS_DEPS) ## run the test suite
-	$(UV) run --frozen pytest $(ARGS)
+test: install $(JS_DEPS) ## run the test suite, but for the chaos tests
+	$(UV) run --frozen pytest -m "not chaos" $(ARGS)
+
+chaos: install ## the chaos tests: service processes and a throwaway Postgres killed and restarted (docs/reliability.md)
+	$(UV) run --frozen pytest -m chaos $(ARGS)
 
 lint: install ## ruff check, ruff format --check, mypy --strict
 	$(UV) run --frozen ruff check .
