@@ -22,7 +22,7 @@ help: ## list the targets
 install: ## install uv if missing (pip install uv), then the locked dependencies into .venv
 	@uv --version >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
 		|| { echo "uv not found: pip install uv"; $(PYTHON) -m pip install --quiet uv; }
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode  # compiled once: each `taskstream` process starts seconds sooner
 
 run: install ## start the service (embedded dev Postgres when TASKSTREAM_DATABASE_URL is unset)
 	$(UV) run --frozen taskstream serve $(ARGS)
