@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,10 +15,12 @@ from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from service.api import auth, headers, problems, ratelimit
+from service import metrics
+from service.api import auth, headers, problems, ratelimit, requestlog
 from service.api.dashboard import dashboard
 from service.api.events import EventController
 from service.api.health import healthz, readyz
+from service.api.metrics import prometheus_metrics
 from service.api.openapi import DocumentedJsonPlugin
 from service.api.services import Services
 from service.api.streams import task_stream, tenant_stream
@@ -119,7 +122,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             async with asyncio.timeout(settings.readiness_timeout_seconds):
                 await listener.attempted.wait()
         tune_garbage_collector()
-        auth.redact_access_logs()
         try:
             yield
         finally:
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 task.cancel()
             await services.appender.close()
             await database.close()
+            metrics.process_exited(os.getpid())
 
     return Litestar(
         route_handlers=[
@@ -139,15 +142,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
             tenant_stream,
             healthz,
             readyz,
+            prometheus_metrics,
             dashboard,
         ],
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
-        middleware=[auth.middleware(token_verifier)],
+        middleware=[
+            *([requestlog.RequestLog] if settings.access_log else []),
+            auth.middleware(token_verifier),
+        ],
         cors_config=headers.cors_config(settings.cors_origins),
-        before_send=[headers.add_security_headers],
+        before_send=[
+            headers.add_security_headers,
+            *([requestlog.on_send] if settings.access_log else []),
+        ],
         exception_handlers={Exception: problems.handle},
         before_request=refuse_nul,
         lifespan=[lifespan],
+        logging_config=None,  # the command configures logging (service/logs.py), not the app
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="taskstream",

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.logs import LogFormat
+
 
 class Settings(BaseSettings):
     """Built by the app factory and the CLI, never at import time."""
@@ -83,6 +85,10 @@ class Settings(BaseSettings):
     backfill_concurrency: int = Field(
         default=4, ge=1, description="Streams reading history from the table at once"
     )
+    log_format: LogFormat = Field(
+        default="auto", description="json, text, or auto: text on a terminal, JSON otherwise"
+    )
+    access_log: bool = Field(default=True, description="Log one line per request")
     lease_check_seconds: float = Field(
         default=1.0, gt=0, description="How often running tasks are checked for an expired lease"
     )

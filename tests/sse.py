@@ -127,6 +127,12 @@ class FrameParser:
         return None
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    """A reader callback may run again before its waiter resumes: settle the future once."""
+    if not future.done():
+        future.set_result(None)
+
+
 class ChunkDecoder:
     """Incremental ``Transfer-Encoding: chunked`` decoder."""
 
@@ -330,8 +336,7 @@ class SseClient:
         if self.ended:
             return 0
         try:
-            async with asyncio.timeout(seconds):
-                data = await self.loop.sock_recv(self.sock, max_bytes)
+            data = await self._recv(max_bytes, seconds)
         except (ConnectionResetError, BrokenPipeError):
             self.ended = self.reset = True
             return 0
@@ -340,6 +345,27 @@ class SseClient:
             return 0
         self._take(data)
         return len(data)
+
+    async def _recv(self, max_bytes: int, seconds: float) -> bytes:
+        """Wait (at most ``seconds``) until the socket is readable, then read it.
+
+        Not ``asyncio.timeout`` around ``loop.sock_recv``: a timeout that fires after the
+        bytes were read but before the coroutine resumed would drop them, and the stream
+        would look corrupt. Waiting for readability consumes nothing, so its timeout loses
+        nothing.
+        """
+        async with asyncio.timeout(seconds):
+            while True:
+                readable = self.loop.create_future()
+                self.loop.add_reader(self.sock.fileno(), _settle, readable)
+                try:
+                    await readable
+                finally:
+                    self.loop.remove_reader(self.sock.fileno())
+                try:
+                    return self.sock.recv(max_bytes)
+                except BlockingIOError:
+                    continue  # woken for nothing: wait again
 
     async def next_frame(self, seconds: float = 5.0) -> Frame | None:
         """The next frame not handed out yet; None once the response has ended."""

@@ -53,7 +53,8 @@ async def _create_tasks(url: str) -> list[str]:
             [
                 CreateTask("t", task_id, CreatedData(kind="k"), '{"kind":"k"}', None, None)
                 for task_id in ids
-            ]
+            ],
+            "create",
         )
         assert all(isinstance(o, Appended) for o in outcomes), outcomes
     finally:
@@ -78,7 +79,7 @@ async def _writer(url: str, ids: list[str], seed: int) -> list[Appended]:
                 )
                 for _ in range(rng.randint(1, 3))
             ]
-            for outcome in await appender.submit(commands):
+            for outcome in await appender.submit(commands, "batch"):
                 if isinstance(outcome, Appended):
                     acknowledged.append(outcome)
                 else:

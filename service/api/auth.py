@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -155,25 +153,3 @@ def requires(*scopes: str) -> dict[str, Any]:
     """Route options: the token must hold any one of ``scopes`` (checked right after the token,
     in the middleware, rather than by a guard: Litestar copies the handler for every guard)."""
     return {SCOPES: frozenset(scopes)}
-
-
-class RedactQueryTokens(logging.Filter):
-    """Keeps ``?access_token=`` (streams take the token in the URL) out of access logs."""
-
-    _TOKEN = re.compile(r"(?<=[?&]access_token=)[^&\s\"]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(
-            isinstance(arg, str) and "access_token=" in arg for arg in record.args
-        ):
-            record.args = tuple(
-                self._TOKEN.sub("[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
-        return True
-
-
-def redact_access_logs() -> None:
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactQueryTokens) for f in access.filters):
-        access.addFilter(RedactQueryTokens())

@@ -70,7 +70,7 @@ class EventController(Controller):
         command = appender.AppendEvent(
             identity(request).tenant, task_id, checked, spec.expected_version, key
         )
-        return await _answer(services, command)
+        return await _answer(services, command, "single")
 
     @post(
         "/v1/tasks/{task_id:str}/cancel",
@@ -92,9 +92,8 @@ class EventController(Controller):
         checked = check_event(EventType.CANCEL_REQUESTED, data, settings.max_event_bytes)
         if not is_task_id(task_id):
             raise TaskNotFound(f"task {task_id!r} does not exist")
-        return await _answer(
-            services, appender.AppendEvent(identity(request).tenant, task_id, checked)
-        )
+        command = appender.AppendEvent(identity(request).tenant, task_id, checked)
+        return await _answer(services, command, "cancel")
 
     @post("/v1/events/batch", opt=requires(WRITE), status_code=200, summary="Append many")
     async def batch(self, request: Request[Any, Any, Any], services: Services) -> ASGIResponse:
@@ -126,7 +125,7 @@ class EventController(Controller):
                 )
             )
             positions.append(index)
-        outcomes = await services.appender.submit(commands) if commands else []
+        outcomes = await services.appender.submit(commands, "batch") if commands else []
         for index, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, Problem):
                 results[index] = {"status": outcome.status, "error": outcome.body()}
@@ -199,10 +198,10 @@ class EventController(Controller):
         return json_response(_page_body(page))
 
 
-async def _answer(services: Services, command: appender.AppendEvent) -> ASGIResponse:
+async def _answer(services: Services, command: appender.AppendEvent, endpoint: str) -> ASGIResponse:
     """201 with the event, 200 with the original one for a retry; a worker learns of a pending
     cancel request from ``Cancel-Requested``, as it holds no scope to read the task."""
-    [outcome] = await services.appender.submit([command])
+    [outcome] = await services.appender.submit([command], endpoint)
     if isinstance(outcome, Problem):
         raise outcome
     headers = {"Location": event_location(outcome.event)}

@@ -19,6 +19,7 @@ from service.domain.models import (
     AppendEvent,
     Batch,
     BatchResults,
+    CancelTask,
     CreateTask,
     Event,
     EventPage,
@@ -30,16 +31,28 @@ REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("/v1/tasks", "post"): CreateTask,
     ("/v1/tasks/{task_id}/events", "post"): AppendEvent,
     ("/v1/events/batch", "post"): Batch,
+    ("/v1/tasks/{task_id}/cancel", "post"): CancelTask,
 }
+OPTIONAL_BODIES = {("/v1/tasks/{task_id}/cancel", "post")}
 ANSWERS: dict[tuple[str, str], dict[str, type[BaseModel]]] = {
     ("/v1/tasks", "post"): {"201": Task, "200": Task},
     ("/v1/tasks", "get"): {"200": TaskPage},
     ("/v1/tasks/{task_id}", "get"): {"200": Task},
     ("/v1/tasks/{task_id}/events", "post"): {"201": Event, "200": Event},
+    ("/v1/tasks/{task_id}/cancel", "post"): {"201": Event, "200": Event},
     ("/v1/tasks/{task_id}/events", "get"): {"200": EventPage},
     ("/v1/events/batch", "post"): {"200": BatchResults},
     ("/v1/events", "get"): {"200": EventPage},
 }
+CANCEL_REQUESTED = {
+    "Cancel-Requested": {
+        "description": "`true` while a cancel request for the task is pending: the worker"
+        " should stop and append `cancelled`",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+"""Append answers tell a worker of a cancel request (it holds no scope to read the task)."""
+TELLS_OF_CANCEL = {("/v1/tasks/{task_id}/events", "post"), ("/v1/tasks/{task_id}/cancel", "post")}
 PROBLEM = {
     "type": "object",
     "required": ["type", "title", "status", "detail", "code"],
@@ -78,7 +91,7 @@ def document(litestar_schema: dict[str, Any]) -> dict[str, Any]:
     for (path, method), operation in _operations(schema):
         if (body := REQUEST_BODIES.get((path, method))) is not None:
             operation["requestBody"] = {
-                "required": True,
+                "required": (path, method) not in OPTIONAL_BODIES,
                 "content": {"application/json": {"schema": _reference(body.__name__)}},
             }
         responses = operation.setdefault("responses", {})
@@ -87,6 +100,8 @@ def document(litestar_schema: dict[str, Any]) -> dict[str, Any]:
                 "description": responses.get(status, {}).get("description", "OK"),
                 "content": {"application/json": {"schema": _reference(model.__name__)}},
             }
+            if (path, method) in TELLS_OF_CANCEL:
+                responses[status]["headers"] = CANCEL_REQUESTED
         if path.startswith("/v1/"):
             for status in _refusals(path, method):
                 responses.setdefault(status, {"description": REFUSALS[status]})

@@ -10,7 +10,7 @@ problem responses as usual, in the contract's order: 429, then 400, 422, 404.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Request, get
 from litestar.handlers import HTTPRouteHandler
@@ -42,6 +42,14 @@ LastEventIdQuery = Annotated[
 ]
 AccessToken = Annotated[
     str | None, Parameter(description="The bearer token, for clients that cannot set headers")
+]
+ProgressOption = Annotated[
+    Literal["all", "latest"],
+    Parameter(
+        description="`latest`: when this client falls behind, the server may drop `progress`"
+        " events that a later `progress` event of the same task supersedes (it carries every"
+        " member again), instead of disconnecting it. No other event is ever dropped."
+    ),
 ]
 
 
@@ -95,12 +103,14 @@ async def task_stream(
     task_id: str,
     last_event_id: LastEventIdQuery = None,
     access_token: AccessToken = None,
+    progress: ProgressOption = "all",
 ) -> ASGIResponse:
     streams, who = services.streams, identity(request)
 
     async def run(scope: Scope, receive: Receive, send: Send) -> None:
         with streams.slot(who.sub):
             after = resume_position(raw_header(scope, b"last-event-id"), last_event_id)
+            resumed = after is not None
             if not streams.ready:
                 await streams.not_ready(send)
                 return
@@ -124,7 +134,13 @@ async def task_stream(
             else:
                 first = streams.retry
             selection = Selection(who.tenant, task_ids=frozenset({task_id}))
-            subscriber = streams.subscriber(selection, after=after, task=True)
+            subscriber = streams.subscriber(
+                selection,
+                after=after,
+                resumed=resumed,
+                task=True,
+                latest_progress=progress == "latest",
+            )
             await streams.run(subscriber, first, scope, receive, send)
 
     return StreamAnswer(run)
@@ -144,12 +160,14 @@ async def tenant_stream(
     kind: list[str] | None = None,
     last_event_id: LastEventIdQuery = None,
     access_token: AccessToken = None,
+    progress: ProgressOption = "all",
 ) -> ASGIResponse:
     streams, who = services.streams, identity(request)
 
     async def run(scope: Scope, receive: Receive, send: Send) -> None:
         with streams.slot(who.sub):
             after = resume_position(raw_header(scope, b"last-event-id"), last_event_id)
+            resumed = after is not None
             if task_id is not None and len(task_id) > MAX_TASK_IDS:
                 raise invalid("task_id", f"at most {MAX_TASK_IDS} task ids")
             selection = Selection(
@@ -167,7 +185,13 @@ async def tenant_stream(
                 except UNAVAILABLE:
                     await streams.not_ready(send)
                     return
-            subscriber = streams.subscriber(selection, after=after, task=False)
+            subscriber = streams.subscriber(
+                selection,
+                after=after,
+                resumed=resumed,
+                task=False,
+                latest_progress=progress == "latest",
+            )
             await streams.run(subscriber, streams.retry, scope, receive, send)
 
     return StreamAnswer(run)

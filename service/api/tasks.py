@@ -63,7 +63,7 @@ class TaskController(Controller):
             fingerprint=fingerprint(body) if key else None,
             lease_seconds=spec.lease_seconds,
         )
-        [outcome] = await services.appender.submit([command])
+        [outcome] = await services.appender.submit([command], "create")
         if isinstance(outcome, Problem):
             raise outcome
         assert outcome.task is not None

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from service import metrics
 from service.domain.models import CreatedData, EventType, TaskStatus
 from service.domain.payload import CheckedEvent
 from service.domain.problems import (
@@ -100,9 +103,11 @@ Outcome = Appended | Problem
 @dataclass(slots=True)
 class _Request:
     commands: Sequence[Command]
+    endpoint: str
     future: asyncio.Future[list[Outcome]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    arrived: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)
@@ -148,11 +153,13 @@ class Appender:
         await asyncio.gather(*self._tasks)
         self._tasks = []
 
-    async def submit(self, commands: Sequence[Command]) -> list[Outcome]:
-        """Apply the commands in order; one outcome per command, in the same order."""
+    async def submit(self, commands: Sequence[Command], endpoint: str) -> list[Outcome]:
+        """Apply the commands in order; one outcome per command, in the same order.
+
+        ``endpoint`` (one of metrics.ENDPOINTS) labels the request's latency."""
         if self._closing:
             raise NotReady("shutting down")
-        request = _Request(commands)
+        request = _Request(commands, endpoint)
         self._queue.put_nowait(request)
         # A client that goes away cancels only this future: the commands are queued and are
         # committed with their group, whose committer skips answers nobody waits for. (No
@@ -186,11 +193,14 @@ class Appender:
                     request.future.set_exception(error)
             return
         start = 0
+        now = time.perf_counter()
         for request in group:
             end = start + len(request.commands)
             if not request.future.done():
                 request.future.set_result(outcomes[start:end])
+            metrics.append_timers[request.endpoint].observe(now - request.arrived)
             start = end
+        _count(outcomes)
 
     async def _commit_isolated(self, commands: list[Command]) -> list[Outcome]:
         try:
@@ -540,6 +550,20 @@ def _task_columns(tasks: list[TaskState], cancelled_here: set[TaskKey]) -> list[
         [t.cancel_seq if h else None for t, h in zip(tasks, here, strict=True)],
         [t.lease_seconds for t in tasks],
     ]
+
+
+def _count(outcomes: list[Outcome]) -> None:
+    """One increment per type and per kind of failure in the group, not one per event."""
+    metrics.append_group_events.observe(len(outcomes))
+    appended = Counter(o.event.type for o in outcomes if isinstance(o, Appended) and not o.replayed)
+    for type_name, count in appended.items():
+        metrics.events_appended.labels(type_name).inc(count)
+    unavailable = sum(isinstance(o, NotReady) for o in outcomes)
+    if unavailable:
+        metrics.append_errors.labels("database_unavailable").inc(unavailable)
+    refused = sum(isinstance(o, InternalError) for o in outcomes)
+    if refused:
+        metrics.append_errors.labels("database_refused").inc(refused)
 
 
 def _outcome(step: Step, cancel_pending: bool) -> Outcome:

@@ -19,8 +19,16 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     PoolTimeout,
     DBAPIError,
     asyncpg.InterfaceError,
+    # The connection broke mid-statement (ConnectionDoesNotExistError) or could not be made.
+    asyncpg.PostgresConnectionError,
+    # Ended by a fast shutdown or pg_terminate_backend (57P01), a crash (57P02), or a server
+    # still starting (57P03).
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionFailureError,
+    # A pooled connection that received the server's farewell while idle, used before asyncpg
+    # noticed it was closed ("cannot switch to state ...").
+    asyncpg.InternalClientError,
 )
 
 
@@ -77,8 +85,10 @@ class Database:
                 await connection.invalidate()
                 raise
 
-    def pool_status(self) -> str:
-        return self.engine.pool.status()
+    def pool_usage(self) -> dict[str, int]:
+        """Connections by state: checked out, idle in the pool, and the pool's size."""
+        pool: Any = self.engine.pool
+        return {"in_use": pool.checkedout(), "idle": pool.checkedin(), "size": pool.size()}
 
     async def close(self) -> None:
         await self.engine.dispose()

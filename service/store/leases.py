@@ -13,6 +13,7 @@ import logging
 
 import asyncpg
 
+from service import metrics
 from service.domain.models import ErrorInfo, EventType, FailedData
 from service.domain.payload import CheckedEvent
 from service.domain.state import json_text
@@ -74,10 +75,11 @@ class LeaseSweeper:
                 )
                 for row in rows
             ]
-            outcomes = await self._appender.submit(commands)
+            outcomes = await self._appender.submit(commands, "lease")
             done = sum(isinstance(outcome, Appended) for outcome in outcomes)
             failed += done
             if done:
+                metrics.leases_expired.inc(done)
                 log.info("failed %d task(s) whose lease expired", done)
             if len(rows) < SWEEP_BATCH or not done:
                 return failed

@@ -239,6 +239,36 @@ ORDER BY updated_at
 LIMIT $1
 """
 
+# Retention (store/retention.py). Every event at or below the watermark may be gone; it only
+# grows, in the same transaction as the deletes it covers.
+PRUNED_THROUGH = "SELECT pruned_through_seq FROM retention"
+NEWEST_SEQ_BEFORE = "SELECT max(seq) FROM events WHERE time < $1"
+PRUNE_BATCH = """
+WITH doomed AS (
+  SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3
+), deleted AS (
+  DELETE FROM events WHERE seq IN (SELECT seq FROM doomed) RETURNING seq
+), watermark AS (
+  UPDATE retention SET pruned_through_seq = greatest(pruned_through_seq,
+    CASE WHEN (SELECT count(*) FROM doomed) < $3 THEN $2 ELSE (SELECT max(seq) FROM doomed) END)
+  RETURNING pruned_through_seq
+)
+SELECT (SELECT count(*) FROM deleted), (SELECT pruned_through_seq FROM watermark)
+"""
+# A purge removes a tenant's (or one task's) events, then its task rows, in batches.
+PURGE_EVENTS = """
+WITH doomed AS (
+  SELECT seq FROM events WHERE tenant = $1 AND ($2::text IS NULL OR task_id = $2) LIMIT $3
+)
+DELETE FROM events WHERE seq IN (SELECT seq FROM doomed)
+"""
+PURGE_TASKS = """
+WITH doomed AS (
+  SELECT tenant, id FROM tasks WHERE tenant = $1 AND ($2::text IS NULL OR id = $2) LIMIT $3
+)
+DELETE FROM tasks WHERE (tenant, id) IN (SELECT * FROM doomed)
+"""
+
 SCHEMA_VERSIONED = "SELECT to_regclass('alembic_version') IS NOT NULL"
 
 CURRENT_REVISION = "SELECT version_num FROM alembic_version LIMIT 1"

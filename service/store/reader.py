@@ -130,13 +130,16 @@ class Reader:
             rows = await connection.fetch(sql, *arguments)
         return _page(rows, limit)
 
-    async def stream_page(self, selection: EventFilter, *, limit: int) -> list[Any]:
-        """Rows of ``queries.STREAM_COLUMNS``, from which stream frames are built; the JSON data
-        and the time come as text, so building a frame decodes nothing."""
+    async def stream_page(self, selection: EventFilter, *, limit: int) -> tuple[list[Any], int]:
+        """Rows of ``queries.STREAM_COLUMNS``, from which stream frames are built (the JSON data
+        and the time come as text, so building a frame decodes nothing), and the pruning
+        watermark, read after them: if pruning removed events the rows would have held, the
+        watermark read next covers them."""
         sql, arguments = selection.query(limit=limit, columns=queries.STREAM_COLUMNS)
         async with self._database.connection() as connection:
             rows: list[Any] = await connection.fetch(sql, *arguments)
-        return rows
+            pruned: int = await connection.fetchval(queries.PRUNED_THROUGH)
+        return rows, pruned
 
     async def stream_tail(self, after: int, *, limit: int) -> list[Any]:
         """Every tenant's events after ``after``, as ``stream_page`` rows: the listener's read."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -108,3 +110,14 @@ events = Table(
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
 )
+
+# The pruning watermark (one row): events at or below it may have been removed.
+retention = Table(
+    "retention",
+    metadata,
+    Column("id", Boolean, nullable=False, server_default=true()),
+    Column("pruned_through_seq", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("id", name="retention_pkey"),
+    CheckConstraint("id", name="retention_one_row"),
+)
+Index("events_time_brin", events.c.time, postgresql_using="brin")

@@ -74,5 +74,13 @@ def snapshot_frame(task: TaskState) -> bytes:
     return b"id: %d\nevent: snapshot\ndata: %b\n\n" % (task.last_seq, encode(task_object(task)))
 
 
+def reset_frame(pruned_through_seq: int) -> bytes:
+    """History after the client's position was pruned: it must reload, then follow from here."""
+    return (
+        b'id: %d\nevent: reset\ndata: {"reason":"history_pruned","pruned_through_seq":%d}\n\n'
+        % (pruned_through_seq, pruned_through_seq)
+    )
+
+
 def retry_frame(milliseconds: int) -> bytes:
     return b"retry: %d\n\n" % milliseconds

@@ -13,7 +13,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from service import metrics
 from service.stream.frames import KEEP_ALIVE_FRAME, Frame
+from service.stream.latest import LatestProgress
 from service.stream.transport import Sink
 
 log = logging.getLogger("taskstream.hub")
@@ -54,18 +56,27 @@ class Subscriber:
     frames above ``last_sent`` go out and the subscriber is live; from then on every frame is
     written as it is published, and ``last_sent`` drops any frame already sent. A backlog over
     its bound is dropped and the handler reads the table again instead: nothing is lost.
+
+    A live subscriber whose client falls behind is cut off, unless it asked for
+    ``?progress=latest``: then its frames wait in ``behind`` (stream/latest.py) while the
+    handler waits for the socket to drain.
     """
 
     __slots__ = (
         "backlog",
         "backlog_bytes",
+        "behind",
         "end",
         "ends_on_terminal",
+        "from_table",
         "last_sent",
         "last_write",
+        "latest_progress",
         "limit",
         "overflowed",
+        "resumed",
         "selection",
+        "sent",
         "sink",
         "waiter",
         "woken",
@@ -76,10 +87,17 @@ class Subscriber:
         selection: Selection,
         *,
         last_sent: int,
+        resumed: bool = False,
         limit: int,
         ends_on_terminal: bool,
+        latest_progress: bool = False,
     ) -> None:
         self.selection = selection
+        self.resumed = resumed
+        self.latest_progress = latest_progress
+        self.behind: LatestProgress | None = None
+        self.sent = 0  # frames written live
+        self.from_table = 0  # events sent from the table (backfill)
         self.last_sent = last_sent
         self.limit = limit
         self.ends_on_terminal = ends_on_terminal
@@ -111,14 +129,41 @@ class Subscriber:
                 return
             joined = None
         self.last_sent = frames[-1].seq
+        if self.behind is not None:
+            if not self.behind.add(frames):
+                self.cut_off()
+            return
         self.last_write = now
+        self.sent += len(frames)
         if not sink.write(frames, joined):
-            self.cut_off()
+            self._fell_behind()
         elif self.ends_on_terminal and frames[-1].terminal:
             self.finish(End.TERMINAL)
 
+    def _fell_behind(self) -> None:
+        if self.latest_progress:
+            self.behind = LatestProgress(self.limit)
+            self.wake()  # the handler waits for the socket to drain, then catches up
+        else:
+            self.cut_off()
+
+    def catch_up(self, now: float) -> None:
+        """Called by the handler once the socket drained: send what waited."""
+        behind, sink = self.behind, self.sink
+        if behind is None or sink is None or self.end is not None:
+            return
+        self.behind = None
+        frames = behind.take()
+        if frames:
+            self.last_write = now
+            self.sent += len(frames)
+            if not sink.write(frames):
+                self._fell_behind()
+            elif self.ends_on_terminal and frames[-1].terminal:
+                self.finish(End.TERMINAL)
+
     def keep_alive(self, now: float) -> None:
-        if self.sink is not None and self.end is None:
+        if self.sink is not None and self.end is None and self.behind is None:
             self.last_write = now
             if not self.sink.write((KEEP_ALIVE_FRAME,)):
                 self.cut_off()
@@ -176,6 +221,8 @@ class Subscriber:
         self.woken = False
 
     def cut_off(self) -> None:
+        if self.end is None:
+            metrics.slow_disconnects.inc()
         self.finish(End.SLOW)
         if self.sink is not None:
             self.sink.close()
@@ -288,8 +335,10 @@ class Hub:
             frame = frames[0]
             routes = self._tenants.get(frame.tenant)
             if routes is not None:
-                for subscriber in list(routes.matching(frame)):
+                targets = list(routes.matching(frame))
+                for subscriber in targets:
                     subscriber.deliver(frames, now)
+                metrics.frames_delivered.inc(len(targets))
             return
         # Several frames (the listener read them together): a tenant's unfiltered subscribers
         # all get the same bytes, joined once; filtered ones get their own selection.
@@ -312,11 +361,15 @@ class Hub:
                         batches[subscriber] = [frame]
                     else:
                         batch.append(frame)
+        delivered = 0
         for subscribers, tenant_frames, joined in shared:
             for subscriber in subscribers:
                 subscriber.deliver(tenant_frames, now, joined)
+            delivered += len(subscribers) * len(tenant_frames)
         for subscriber, batch in batches.items():
             subscriber.deliver(batch, now)
+            delivered += len(batch)
+        metrics.frames_delivered.inc(delivered)
 
     def stop_all(self) -> None:
         for subscriber in list(self._subscribers):

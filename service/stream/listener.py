@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from service import metrics
 from service.store import queries
 from service.store.database import asyncpg_dsn
 from service.store.reader import Reader
@@ -56,7 +57,6 @@ class Listener:
         self.ready = False
         """Connected, listening, and caught up with the table at least once since."""
         self.problem = "the listener has not connected yet"
-        self.reconnects = 0
 
     async def run(self) -> None:
         backoff = 0.1
@@ -65,6 +65,7 @@ class Listener:
                 await self._connect()
                 await self._catch_up()
                 self.ready = True
+                metrics.listener_connected.set(1)
                 self.attempted.set()
                 backoff = 0.1
                 await self._follow()
@@ -72,6 +73,7 @@ class Listener:
                 raise
             except Exception as error:
                 self.ready = False
+                metrics.listener_connected.set(0)
                 self.problem = f"listener: {type(error).__name__}: {error}"
                 log.warning("%s; reconnecting in %.1fs", self.problem, backoff)
             finally:
@@ -79,7 +81,7 @@ class Listener:
                 self.attempted.set()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            self.reconnects += 1
+            metrics.listener_reconnects.inc()
 
     async def _connect(self) -> None:
         connection = await asyncpg.connect(self._dsn, timeout=self._probe_seconds)
@@ -120,13 +122,14 @@ class Listener:
             # A stream that opens later reads the table itself (its backfill), from its own
             # position, after joining the hub, so nothing this skips can be missed.
             self._hub.position = await self._reader.newest_seq()
-            return
-        while True:
-            rows = await self._reader.stream_tail(self._hub.position, limit=PAGE)
-            if rows:
-                self._hub.publish([event_frame(row) for row in rows])
-            if len(rows) < PAGE:
-                return
+        else:
+            while True:
+                rows = await self._reader.stream_tail(self._hub.position, limit=PAGE)
+                if rows:
+                    self._hub.publish([event_frame(row) for row in rows])
+                if len(rows) < PAGE:
+                    break
+        metrics.listener_position.set(self._hub.position)
 
     def _drop(self) -> None:
         if self._connection is not None:

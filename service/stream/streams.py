@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
+from service import metrics
 from service.domain.problems import TooManyStreams
 from service.settings import Settings
 from service.store.database import UNAVAILABLE
 from service.store.reader import EventFilter, Reader
-from service.stream.frames import TERMINAL_TYPES, frame_text, retry_frame
+from service.stream.frames import TERMINAL_TYPES, frame_text, reset_frame, retry_frame
 from service.stream.hub import End, Hub, Selection, Subscriber
 from service.stream.listener import Listener
 from service.stream.transport import DirectSink, QueuedSink, Sink, http_protocol
@@ -33,6 +34,8 @@ HEADERS = (
     (b"x-accel-buffering", b"no"),
 )
 """A tuple: each answer sends a list of its own, which middleware may extend in place."""
+SUMMARY = "taskstream.stream"
+"""Scope key of a stream's summary, for the request log (api/requestlog.py)."""
 CHUNKED = (b"transfer-encoding", b"chunked")
 """Said explicitly when frames are written to the socket as chunks (DirectSink)."""
 
@@ -72,12 +75,23 @@ class Streams:
             if remaining:
                 self._per_subject[subject] = remaining
 
-    def subscriber(self, selection: Selection, *, after: int, task: bool) -> Subscriber:
+    def subscriber(
+        self,
+        selection: Selection,
+        *,
+        after: int,
+        resumed: bool,
+        task: bool,
+        latest_progress: bool,
+    ) -> Subscriber:
+        """``resumed``: ``after`` is the client's own position (Last-Event-ID)."""
         return Subscriber(
             selection,
             last_sent=after,
+            resumed=resumed,
             limit=self.settings.stream_buffer_bytes,
             ends_on_terminal=task,
+            latest_progress=latest_progress,
         )
 
     async def answer(self, send: Any, body: bytes) -> None:
@@ -106,6 +120,7 @@ class Streams:
         else:
             watching = asyncio.ensure_future(_watch(receive, subscriber))
         self.hub.subscribe(subscriber)
+        metrics.streams_open.inc()
         try:
             await send(
                 {
@@ -117,7 +132,7 @@ class Streams:
             await send({"type": "http.response.body", "body": first, "more_body": True})
             del first  # a snapshot can be large, and this frame lives as long as the stream
             sink: Sink = (
-                DirectSink(protocol.transport, self.settings.stream_buffer_bytes)
+                DirectSink(protocol, self.settings.stream_buffer_bytes)
                 if protocol is not None
                 else QueuedSink(self.settings.stream_buffer_bytes, subscriber.wake)
             )
@@ -132,6 +147,14 @@ class Streams:
             await self._live(subscriber, sink, send)
         finally:
             self.hub.unsubscribe(subscriber)
+            end = (subscriber.end or End.LOST).name.lower()
+            metrics.streams_open.dec()
+            metrics.streams_ended.labels(end).inc()
+            scope[SUMMARY] = {
+                "frames": subscriber.sent,
+                "backfilled": subscriber.from_table,
+                "end": end,
+            }
             if protocol is not None:
                 protocol.watcher = None
             if watching is not None:
@@ -145,22 +168,28 @@ class Streams:
         The next page is read while the current one is being sent, so a long replay keeps
         both the database and the socket busy.
         """
-        rows = await self._page(subscriber.selection, subscriber.last_sent)
+        rows = await self._page(subscriber, send, subscriber.last_sent)
         while rows and subscriber.end is None:
             last = rows[-1]
             reading = (
-                asyncio.ensure_future(self._page(subscriber.selection, last[0]))
+                asyncio.ensure_future(self._page(subscriber, send, last[0]))
                 if len(rows) == BACKFILL_PAGE
                 else None
             )
             body = "".join([frame_text(row) for row in rows]).encode()
+            metrics.backfilled_events.inc(len(rows))
+            subscriber.from_table += len(rows)
             try:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             finally:
                 rows = await reading if reading is not None else []
             subscriber.backfilled(last[0], terminal=last[4] in TERMINAL_TYPES)
 
-    async def _page(self, wanted: Selection, after: int) -> list[Any]:
+    async def _page(self, subscriber: Subscriber, send: Any, after: int) -> list[Any]:
+        """The next page after ``after``. If pruning removed events after the subscriber's
+        position, a resuming client is sent ``event: reset`` first and the stream goes on after
+        the watermark (a stream that began with a snapshot has nothing to reload)."""
+        wanted = subscriber.selection
         selection = EventFilter(
             tenant=wanted.tenant,
             after=after,
@@ -169,15 +198,27 @@ class Streams:
             kind=sorted(wanted.kinds),
         )
         async with self._backfills:
-            return await self.reader.stream_page(selection, limit=BACKFILL_PAGE)
+            rows, pruned = await self.reader.stream_page(selection, limit=BACKFILL_PAGE)
+        if pruned > subscriber.last_sent:
+            if subscriber.resumed:
+                body = reset_frame(pruned)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            subscriber.backfilled(pruned, terminal=False)
+            rows = [row for row in rows if row[0] > pruned]
+        return rows
 
     async def _live(self, subscriber: Subscriber, sink: Sink, send: Any) -> None:
-        """Wait for the end; under a :class:`QueuedSink`, also send what it collects."""
+        """Wait for the end; under a :class:`QueuedSink`, also send what it collects; for a
+        subscriber behind (``?progress=latest``), wait for the socket and catch up."""
+        loop = asyncio.get_running_loop()
         while True:
             await subscriber.woken_up()
             if isinstance(sink, QueuedSink) and sink.pending:
                 body = sink.take()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+            while subscriber.behind is not None and subscriber.end is None:
+                await _first(sink.drained(), subscriber.woken_up())
+                subscriber.catch_up(loop.time())
             if subscriber.end is not None:
                 return
 
@@ -185,6 +226,16 @@ class Streams:
         """Shutdown: refuse new streams (not ready) and end the open ones cleanly."""
         self.stopping = True
         self.hub.stop_all()
+
+
+async def _first(*waits: Coroutine[Any, Any, None]) -> None:
+    """Until the first of ``waits`` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _watch(receive: Any, subscriber: Subscriber) -> None:

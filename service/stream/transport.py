@@ -10,7 +10,6 @@ through ``send``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import struct
@@ -76,15 +75,26 @@ class Sink(Protocol):
     def close(self) -> None:
         """Drop what is unsent and let the handler finish."""
 
+    async def drained(self) -> None:
+        """Until the client has taken most of what was written (or is gone)."""
+
 
 class DirectSink:
     """Writes chunks straight to the transport of a chunked HTTP/1.1 response."""
 
-    __slots__ = ("limit", "transport")
+    __slots__ = ("flow", "limit", "transport")
 
-    def __init__(self, transport: asyncio.Transport, limit: int) -> None:
-        self.transport = transport
+    def __init__(self, protocol: HttpProtocol, limit: int) -> None:
+        self.transport = protocol.transport
+        self.flow = protocol.flow
         self.limit = limit
+        # The transport pauses (and ``drained`` waits) exactly when ``write`` says "behind".
+        self.transport.set_write_buffer_limits(high=limit)
+
+    async def drained(self) -> None:
+        # uvicorn's flow control: paused above the transport's high-water mark, resumed below
+        # its low-water mark, and on connection loss.
+        await self.flow.drain()
 
     def write(self, frames: Sequence[Frame], joined: bytes | None = None) -> bool:
         transport = self.transport
@@ -131,6 +141,9 @@ class QueuedSink:
             self.pending_bytes += len(frame.body)
         self.wake()
         return self.pending_bytes <= self.limit
+
+    async def drained(self) -> None:
+        """The handler ``send``s what was collected before it asks: nothing is held back."""
 
     def take(self) -> bytes:
         body = b"".join(self.pending)
