@@ -38,8 +38,17 @@ TASK = "secret-task"
 SECRET_TITLE = "the owner's confidential title"
 LOG = {"type": "log", "data": {"level": "info", "message": "from the matrix"}}
 
-OPEN_ROUTES = {"/", "/healthz", "/readyz", "/metrics", "/schema", "/schema/openapi.json"}
-"""Routes outside /v1, open by the contract; ``/schema/{path}`` serves the same document."""
+OPEN_ROUTES = {
+    "/",
+    "/static/{name:str}",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/schema",
+    "/schema/openapi.json",
+}
+"""Routes outside /v1, open by the contract (the dashboard page and its static files among
+them); ``/schema/{path}`` serves the same document."""
 
 
 @dataclass(frozen=True)

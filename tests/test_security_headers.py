@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from service.api.health import INDEX
+from service.api.dashboard import PAGE, STATIC
 from tests.helpers import Service
 from tests.sse import SseClient
 
@@ -49,7 +49,7 @@ async def test_the_page_has_a_strict_policy(service: Service) -> None:
 
 def test_the_page_needs_nothing_the_policy_forbids() -> None:
     """No inline script, style or handler: under the policy they would not run."""
-    page = INDEX.decode()
+    page = (STATIC / PAGE).read_text()
     assert not re.search(r"<script(?![^>]*\bsrc=)", page), "an inline script needs its hash"
     assert "<style" not in page and " style=" not in page
     assert not re.search(r"\son[a-z]+=", page), "event handler attributes are inline scripts"
