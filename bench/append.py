@@ -1072,6 +1072,23 @@ def write_docs(path: Path, report: str) -> None:
     replace_block(path, report, begin=BEGIN_MARK, end=END_MARK)
 
 
+def publish_report(
+    report: str,
+    args: argparse.Namespace,
+    document: Mapping[str, object],
+    docs: Callable[[Path, str], None],
+) -> None:
+    """Print the report; write ``document`` as JSON (``--json``) and the docs block
+    (``--output``) when asked to. Shared by the benchmarks whose results are runs."""
+    print()
+    print(report)
+    if args.json:
+        args.json.write_text(json.dumps(document, indent=2))
+    if args.output:
+        docs(args.output, report)
+        print(f"wrote {args.output}")
+
+
 # --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
@@ -1507,23 +1524,12 @@ def publish(
     args: argparse.Namespace, info: Mapping[str, str], measurements: Sequence[Measurement]
 ) -> None:
     """Print the report; write the JSON and the markdown file when asked to."""
-    report = render_report(summarise(measurements), args, info)
-    print()
-    print(report)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "info": info,
-                    "args": {name: getattr(args, name) for name in SAVED_ARGS},
-                    "measurements": [asdict(m) for m in measurements],
-                },
-                indent=2,
-            )
-        )
-    if args.output:
-        write_docs(args.output, report)
-        print(f"wrote {args.output}")
+    document = {
+        "info": info,
+        "args": {name: getattr(args, name) for name in SAVED_ARGS},
+        "measurements": [asdict(m) for m in measurements],
+    }
+    publish_report(render_report(summarise(measurements), args, info), args, document, write_docs)
 
 
 def claim_database(pg: Pg) -> IO[str]:

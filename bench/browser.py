@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
 import random
 import secrets
@@ -791,16 +790,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         lock.close()
         return 0
-    report = render_report(runs, args, info)
-    print()
-    print(report)
-    if args.json:
-        args.json.write_text(
-            json.dumps({"info": info, "runs": [asdict(run) for run in runs]}, indent=2)
-        )
-    if args.output:
-        write_docs(args.output, report)
-        print(f"wrote {args.output}")
+    document = {"info": info, "runs": [asdict(run) for run in runs]}
+    append.publish_report(render_report(runs, args, info), args, document, write_docs)
     shutil.rmtree(workdir, ignore_errors=True)
     lock.close()
     return 0

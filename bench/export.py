@@ -655,16 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep_database:
             with contextlib.suppress(RuntimeError):
                 pg.drop()
-    report = render_report(runs, args, info)
-    print()
-    print(report)
-    if args.json:
-        args.json.write_text(
-            json.dumps({"info": info, "runs": [asdict(r) for r in runs]}, indent=2)
-        )
-    if args.output:
-        write_docs(args.output, report)
-        print(f"wrote {args.output}")
+    document = {"info": info, "runs": [asdict(run) for run in runs]}
+    append.publish_report(render_report(runs, args, info), args, document, write_docs)
     shutil.rmtree(workdir, ignore_errors=True)
     lock.close()
     return 0
