@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.helpers import Api, Service
-from tests.processes import Server, free_port, start_server
+from tests.processes import TASKSTREAM, Server, free_port, start_server
+from tests.sse import wait_ready
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -551,3 +554,103 @@ async def test_after_a_server_restart_the_page_recovers_and_shows_what_it_missed
     await dashboard.wait_status("survivor", "succeeded")
     # Chromium logs the refused connections itself; the page's own code logged nothing.
     dashboard.assert_no_console_errors(network_ok=True)
+
+
+# ------------------------------------------------------------------------------ pruned history
+
+
+async def prune_everything(service: Service, tmp_path: Path) -> int:
+    """Age every event by 40 days and run ``taskstream prune --older-than 30d``, as an operator
+    would; returns the watermark (the newest seq, now pruned)."""
+    connection = await asyncpg.connect(service.database_url)
+    try:
+        await connection.execute("UPDATE events SET time = time - interval '40 days'")
+        newest = int(await connection.fetchval("SELECT max(seq) FROM events"))
+    finally:
+        await connection.close()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKSTREAM")}
+    env.update(TASKSTREAM_DATABASE_URL=service.database_url, TASKSTREAM_JWT_SECRET=service.secret)
+    process = await asyncio.create_subprocess_exec(
+        str(TASKSTREAM),
+        "prune",
+        "--older-than",
+        "30d",
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, output.decode()
+    await wait_ready(service.client)
+    return newest
+
+
+async def test_the_page_reloads_when_what_it_missed_was_pruned(
+    service: Service, browser: Browser, tmp_path: Path
+) -> None:
+    """Offline while events come and are pruned away: back online, the stream says ``reset``
+    and the page lists the tasks again instead of showing a state that misses them."""
+    api = service.api
+    await api.create_task(id="kept", title="Kept")
+    await progress(api, "kept", 10)
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        dashboard = Dashboard(await context.new_page())
+        await dashboard.open(service.base_url, service.token())
+        await dashboard.wait_percent("kept", 10)
+        await context.set_offline(True)
+        await dashboard.wait_state("offline")
+
+        await progress(api, "kept", 70)
+        await api.create_task(id="unseen", title="Created and pruned while offline")
+        await prune_everything(service, tmp_path)
+        await context.set_offline(False)
+
+        await dashboard.wait_state("live")
+        await dashboard.wait_percent("kept", 70)
+        await expect(dashboard.row("unseen")).to_be_visible()
+        await progress(api, "unseen", 5)  # and it goes on from there, live
+        await dashboard.wait_percent("unseen", 5)
+        dashboard.assert_no_console_errors(network_ok=True)
+    finally:
+        await context.close()
+
+
+FOLLOW_PRUNED = """
+async ([taskId, options]) => {
+  const { watchTask } = await import("/static/taskstream.js");
+  return new Promise((resolve) => {
+    const seen = [];
+    const watch = watchTask(taskId, {
+      ...options,
+      onReset: (reset) => seen.push(["reset", reset.pruned_through_seq]),
+      onSnapshot: (task) => seen.push(["snapshot", task.percent]),
+      onEvent: (event) => {
+        seen.push([event.type, event.data.percent]);
+        watch.close();
+        resolve(seen);
+      },
+    });
+  });
+}
+"""
+
+
+async def test_the_module_starts_a_task_over_when_its_history_was_pruned(
+    service: Service, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    api = service.api
+    await api.create_task(id="long")
+    first = await api.event("long", "progress", {"percent": 20})
+    await progress(api, "long", 40)
+    watermark = await prune_everything(service, tmp_path)
+    await dashboard.open(service.base_url, None)
+    options = {"token": service.token(scopes="tasks:read"), "lastEventId": first["seq"]}
+    following = asyncio.ensure_future(dashboard.page.evaluate(FOLLOW_PRUNED, ["long", options]))
+    await asyncio.sleep(1)  # reset, then a fresh snapshot; then one more event ends it
+    await progress(api, "long", 60)
+    seen = await asyncio.wait_for(following, WAIT_MS / 1000)
+    assert seen == [["reset", watermark], ["snapshot", 40], ["progress", 60]]
+    dashboard.assert_no_console_errors()

@@ -125,6 +125,32 @@ def test_each_answer_is_declared_member_for_member(
         assert member.type == expected, f"{declared}.{name}: {member.type} != {expected}"
 
 
+STREAM_PARAMETERS = {
+    "task_id": ("TasksWatchOptions", "taskId"),
+    "type": ("TasksWatchOptions", "type"),
+    "kind": ("TasksWatchOptions", "kind"),
+    "last_event_id": ("WatchOptions", "lastEventId"),
+    "access_token": ("WatchOptions", "token"),
+    "progress": ("WatchOptions", "progress"),
+}
+"""Each query parameter of the streams, and the option of the module that sets it."""
+
+
+async def test_every_stream_parameter_is_an_option_of_the_module(service: Service) -> None:
+    document = (await service.client.get("/schema/openapi.json")).json()
+    for path in ("/v1/stream", "/v1/tasks/{task_id}/stream"):
+        for parameter in document["paths"][path]["get"]["parameters"]:
+            if parameter["in"] != "query":
+                continue
+            name = parameter["name"]
+            assert name in STREAM_PARAMETERS, f"{path}?{name}: no option of the module sets it"
+            declared, option = STREAM_PARAMETERS[name]
+            member = interface(declared)[option]
+            assert member.optional, f"{declared}.{option}"
+            if "enum" in parameter["schema"]:
+                assert re.findall(r'"([^"]+)"', member.type) == parameter["schema"]["enum"]
+
+
 def test_each_event_type_s_data_is_declared() -> None:
     data_map = interface("EventDataMap")
     assert list(data_map) == [member.value for member in EventType]

@@ -492,8 +492,10 @@ function formatDuration(seconds) {
   return `${Math.floor(s / 86400)}d ${Math.floor(s / 3600) % 24}h`;
 }
 
+// 42 %, 42 % for 42.4, 7.5 % below ten: as many digits as say something.
 function formatPercent(value) {
-  return value >= 10 || value === 0 ? String(Math.round(value)) : value.toFixed(1);
+  if (Number.isInteger(value) || value >= 10) return String(Math.round(value));
+  return value.toFixed(1);
 }
 
 // ------------------------------------------------------------------------------ connection

@@ -174,6 +174,7 @@ class Watch {
   #source = null;
   #timer = null;
   #wake = null;
+  #recovering = false;
   #offlineTimer = null;
   #outageSince = null;
   #attempts = 0;
@@ -318,9 +319,16 @@ class Watch {
   }
 
   #online() {
-    // Back online: a recovery waiting out its backoff tries at once.
+    if (this.#state === "closed") return;
     this.#setState("reconnecting");
-    this.#wake?.();
+    if (this.#recovering) {
+      this.#wake?.(); // a recovery waiting out its backoff tries at once
+    } else {
+      // Back online: the old connection may be dead without knowing it (nothing tells an
+      // EventSource that a silent TCP connection is gone), so a new one resumes from here.
+      this.#source?.close();
+      this.#open();
+    }
   }
 
   // The EventSource is closed for good: ask the server why, with the same request, then
@@ -329,6 +337,7 @@ class Watch {
     this.#source?.close();
     this.#source = null;
     if (this.#state === "closed") return;
+    this.#recovering = true;
     this.#setState("reconnecting");
     const delay = this.#backoff();
     this.#attempts += 1;
@@ -337,8 +346,9 @@ class Watch {
       this.#timer = setTimeout(resolve, delay);
     });
     this.#wake = null;
-    if (this.#state === "closed") return;
-    const { status, problem } = await this.#ask();
+    const { status, problem } =
+      this.#state === "closed" ? { status: -1, problem: null } : await this.#ask();
+    this.#recovering = false;
     if (this.#state === "closed") return;
     if (status === 204) {
       this.#end(); // a finished task with nothing after our position
