@@ -205,8 +205,9 @@ def banner(
         hours = BANNER_TOKEN_TTL_SECONDS // 3600
         lines.append(f"Development tokens for tenant '{tenant}' (valid {hours} h), ready to paste:")
         lines.append("")
+        tokens: dict[str, str] = {}
         for role, scopes in ROLES.items():
-            token = mint(
+            token = tokens[role] = mint(
                 settings.jwt_secret,
                 sub=f"{tenant}-{role}",
                 tenant=tenant,
@@ -216,6 +217,9 @@ def banner(
             lines.append(f"  # {role}: {' '.join(scopes)}")
             lines.append(f"  export {role.upper()}_TOKEN={token}")
         lines += [
+            "",
+            "The dashboard, signed in as admin (it can cancel; the token stays in the tab):",
+            f"  {base}/#token={tokens['admin']}",
             "",
             "Try it:",
             f"  curl -s -X POST {base}/v1/tasks \\",

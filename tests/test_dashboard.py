@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from service import bootstrap
 from service.api.dashboard import STATIC
 from tests.helpers import Service
 
@@ -106,3 +107,21 @@ async def test_only_the_files_of_the_directory_are_served(service: Service, path
     response = await service.client.get(path)
     assert response.status_code == 404, (path, response.status_code)
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_the_banner_links_the_dashboard_signed_in_as_admin(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``make run`` prints a dashboard link whose token reads, writes and cancels."""
+    bootstrap.banner(service.settings, host="127.0.0.1", port=8000, show_tokens=True)
+    out = capsys.readouterr().out
+    [link] = [line.strip() for line in out.splitlines() if "/#token=" in line]
+    assert link.startswith("http://127.0.0.1:8000/#token=")
+    token = link.partition("#token=")[2]
+    headers = {"Authorization": f"Bearer {token}"}
+    created = await service.client.post("/v1/tasks", json={"kind": "k"}, headers=headers)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    assert (await service.client.get(f"/v1/tasks/{task_id}", headers=headers)).status_code == 200
+    cancel = await service.client.post(f"/v1/tasks/{task_id}/cancel", headers=headers)
+    assert cancel.status_code == 201
