@@ -1469,6 +1469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("wrk is not installed (apt-get install wrk), or use --client python")
     if not args.skip_pgbench and not shutil.which("pgbench"):
         raise SystemExit("pgbench is not installed (postgresql-client)")
+    stop_cleanly_on_sigterm()
     pg = Pg.from_url(args.database_url, args.database)
     lock = claim_database(pg)
     info = describe_run(args, argv)
@@ -1530,6 +1531,16 @@ def publish(
         "measurements": [asdict(m) for m in measurements],
     }
     publish_report(render_report(summarise(measurements), args, info), args, document, write_docs)
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (``timeout``, ``kill``) unwinds like Ctrl-C: the ``finally`` blocks stop the
+    server, whose own session a signal to this process would not reach, and drop the database."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def claim_database(pg: Pg) -> IO[str]:

@@ -6,11 +6,12 @@ One run, on one machine, against one freshly created database:
    raises this process's ``RLIMIT_NOFILE`` soft limit to the hard limit, which the servers and
    the client inherit;
 2. for every repetition, every connection count N (1,000 / 5,000 / 10,000 by default) and each
-   of the two servers — ``taskstream serve --workers 1`` and ``bench/broadcast_server.py`` (the
-   least a Python process can do per delivery: one ``transport.write`` per subscriber):
+   of the two servers — ``taskstream serve --workers N`` (``--workers``, default 1) and
+   ``bench/broadcast_server.py`` (the least a Python process can do per delivery: one
+   ``transport.write`` per subscriber):
 
    * starts the server fresh, warms it up (a few connections, a few events) and reads the
-     worker's ``VmRSS``;
+     ``VmRSS`` of its processes (the parent and every worker, summed);
    * opens N SSE connections with ``sseload`` (../shared/tools/sseload, a C epoll client) —
      ``GET /v1/stream`` with a bearer token for taskstream — and waits until all are open;
    * publishes 10 events/s for ``--duration`` seconds with ``bench/ssepublish.py``: for
@@ -28,6 +29,11 @@ One run, on one machine, against one freshly created database:
 CPU is sampled from ``/proc`` during the publishing window: the server's process tree,
 Postgres (the bench database's backends and the shared background processes), sseload and
 the publisher — so a saturated client shows in the results instead of hiding in them.
+
+With ``--workers N`` above 1 the same load runs against ``taskstream serve --workers N``: the
+kernel spreads the connections over the workers (they accept from one shared socket), memory
+and CPU are summed over all the server's processes, and how many connections each worker held
+is recorded.
 """
 
 from __future__ import annotations
@@ -186,7 +192,7 @@ def median(values: Sequence[float]) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Processes: the worker's memory, a process's CPU, sseload
+# Processes: the server's memory and connections, a process's CPU, sseload
 # --------------------------------------------------------------------------------------------
 
 
@@ -197,15 +203,42 @@ def vm_rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def worker_pid(root: int) -> int:
-    """The process of the server's tree that holds the memory (``uv run`` wraps the worker)."""
-    best, best_rss = root, -1
-    for pid in append.descendants(append.read_procs(), root):
+def server_pids(root: int) -> list[int]:
+    """The server's processes: its tree, less the ``uv run`` that wraps it (which only waits).
+
+    One process with ``--workers 1``; the parent and its N workers otherwise.
+    """
+    procs = append.read_procs()
+    return sorted(p for p in append.descendants(procs, root) if procs[p].comm != "uv")
+
+
+def tree_rss_kib(root: int) -> int:
+    """VmRSS summed over the server's processes (read afresh: a worker may be replaced)."""
+    total = 0
+    for pid in server_pids(root):
         with contextlib.suppress(OSError, RuntimeError):
-            rss = vm_rss_kib(pid)
-            if rss > best_rss:
-                best, best_rss = pid, rss
-    return best
+            total += vm_rss_kib(pid)
+    return total
+
+
+def sockets_per_process(root: int) -> dict[int, int]:
+    """Open sockets of each of the server's processes: how the kernel spread the connections."""
+    counts: dict[int, int] = {}
+    for pid in server_pids(root):
+        with contextlib.suppress(OSError):
+            counts[pid] = sum(
+                1
+                for fd in os.scandir(f"/proc/{pid}/fd")
+                if _readlink(fd.path).startswith("socket:")
+            )
+    return counts
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
 
 
 def proc_ticks(pid: int) -> int:
@@ -398,7 +431,6 @@ class Target:
         self.host = "127.0.0.1"
         self.port = append.free_port()
         self.server: append.Server | None = None
-        self.worker = 0
 
     @property
     def stream_url(self) -> str:
@@ -415,7 +447,7 @@ class Target:
         args = self.ctx.args
         log = self.ctx.workdir / f"{self.kind}-{self.port}.log"
         if self.kind == "taskstream":
-            cmd = args.server_cmd.format(host=self.host, port=self.port)
+            cmd = args.server_cmd.format(host=self.host, port=self.port, workers=args.workers)
             if args.server_args:
                 cmd += " " + args.server_args
             self.server = append.Server(shlex.split(cmd), self.ctx.env, log)
@@ -436,8 +468,21 @@ class Target:
             self.server = append.Server(cmd, self.ctx.env, log)
             self.server.start()
             wait_port(self.server, self.host, self.port, args.ready_timeout)
-        assert self.server.pid is not None
-        self.worker = worker_pid(self.server.pid)
+
+    @property
+    def root(self) -> int:
+        assert self.server is not None and self.server.pid is not None
+        return self.server.pid
+
+    def rss_kib(self) -> int:
+        return tree_rss_kib(self.root)
+
+    def connections(self, baseline: Mapping[int, int]) -> list[int]:
+        """Sockets each server process gained since ``baseline``, busiest first (workers only:
+        the parent of several workers holds just the listening socket)."""
+        now = sockets_per_process(self.root)
+        gained = [now[pid] - baseline.get(pid, 0) for pid in now]
+        return sorted((n for n in gained if n > 0), reverse=True)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -576,7 +621,8 @@ def live_run(ctx: Context, kind: str, conns: int, repeat: int) -> LiveRun:
     client: SseLoad | None = None
     try:
         warm_up(target)
-        rss_before = vm_rss_kib(target.worker)
+        rss_before = target.rss_kib()
+        sockets_before = sockets_per_process(target.root)
         ready_before = target.readiness()
         client = SseLoad(
             ctx.sseload,
@@ -588,7 +634,9 @@ def live_run(ctx: Context, kind: str, conns: int, repeat: int) -> LiveRun:
         client.start()
         open_s = client.wait_open(args.open_timeout)
         time.sleep(args.settle)
-        rss_open = vm_rss_kib(target.worker)
+        rss_open = target.rss_kib()
+        spread = target.connections(sockets_before)
+        processes = len(server_pids(target.root))
         sseload_ticks = proc_ticks(client.pid)
         started = time.monotonic()
         with target.meter().window() as cpu:
@@ -598,7 +646,7 @@ def live_run(ctx: Context, kind: str, conns: int, repeat: int) -> LiveRun:
         published = int_of(summary, "sent")
         expected = published * int(client.progress.get("open", conns))
         drain_s = client.wait_events(expected, timeout=args.drain_timeout, stall=args.drain_stall)
-        rss_after = vm_rss_kib(target.worker)
+        rss_after = target.rss_kib()
         result = client.stop()
         client = None
         diagnostics = target.diagnose(result, published)
@@ -649,6 +697,8 @@ def live_run(ctx: Context, kind: str, conns: int, repeat: int) -> LiveRun:
             "status_4xx": result.get("status_4xx"),
             "status_5xx": result.get("status_5xx"),
             "sseload_cpu_pct_whole_run": result.get("client_cpu_pct"),
+            "server_processes": processes,
+            "connections_per_worker": spread,
             **diagnostics,
         },
     )
@@ -934,6 +984,9 @@ def render_notes(live: Sequence[LiveRun], replays: Sequence[ReplayRun]) -> list[
             notes.append(
                 f"- Replay, repetition {r.repeat + 1}: {r.delivered:,} of {r.expected:,} events."
             )
+    spread = spread_note(live)
+    if spread:
+        notes.append(spread)
     if live:
         heaviest = max(m.sseload_cpu_pct for m in live)
         notes.append(
@@ -960,13 +1013,35 @@ def render_notes(live: Sequence[LiveRun], replays: Sequence[ReplayRun]) -> list[
     return notes
 
 
+def worker_connections(m: LiveRun) -> list[int]:
+    """Connections each worker held (busiest first); empty for a one-process server."""
+    counts = m.extra.get("connections_per_worker") or []
+    return [int(n) for n in counts] if isinstance(counts, list) and len(counts) > 1 else []
+
+
+def spread_note(live: Sequence[LiveRun]) -> str:
+    """How the kernel spread the connections over the workers, when there were several."""
+    parts = []
+    for conns in sorted({m.conns for m in live}):
+        runs = [m for m in group(live, "taskstream", conns) if worker_connections(m)]
+        if runs:
+            shares = ", ".join(" / ".join(f"{n:,}" for n in worker_connections(m)) for m in runs)
+            parts.append(f"{conns:,}: {shares}")
+    if not parts:
+        return ""
+    return (
+        "- Connections per worker (counted as each worker's new sockets once all were open; "
+        "one entry per repetition): " + "; ".join(parts) + "."
+    )
+
+
 def render_report(
     live: Sequence[LiveRun],
     replays: Sequence[ReplayRun],
     args: argparse.Namespace,
     info: Mapping[str, str],
 ) -> str:
-    server = args.server_cmd.format(host="127.0.0.1", port="PORT")
+    server = args.server_cmd.format(host="127.0.0.1", port="PORT", workers=args.workers)
     if args.server_args:
         server += " " + args.server_args
     lines = [
@@ -979,12 +1054,16 @@ def render_report(
         f"- taskstream: `{server}` with TASKSTREAM_MAX_STREAMS_PER_SUBJECT="
         f"{args.max_streams}; clients on `GET /v1/stream` (bearer token, no resume position); "
         f"events appended with `POST /v1/tasks/{{id}}/events` (one `progress` event per request "
-        "on a running task). Broadcast ceiling: `bench/broadcast_server.py` "
-        f"{args.broadcast_args}".rstrip()
-        + ", same client, `POST /publish` (one loop of `transport.write` per event, the issue's "
-        "design); `--coalesce`: the events of all POSTs read in one loop iteration go out "
-        "together, one write per connection, as taskstream's listener does with the rows of "
-        "one read.",
+        "on a running task)."
+        + (
+            f" Broadcast ceiling: `bench/broadcast_server.py` {args.broadcast_args}".rstrip()
+            + ", same client, `POST /publish` (one loop of `transport.write` per event, the "
+            "issue's design); `--coalesce`: the events of all POSTs read in one loop iteration "
+            "go out together, one write per connection, as taskstream's listener does with the "
+            "rows of one read."
+            if set(args.servers) - {"taskstream"}
+            else " The broadcast ceiling was not run."
+        ),
         f"- Load: sseload ({info.get('sseload', 'sseload')}) opens N connections from one "
         f"process; `bench/ssepublish.py` sends {args.rate:g} events/s for {args.duration:g} s "
         f"(open loop like sseload's `publish.py`, but it replaces keep-alive connections that "
@@ -1002,8 +1081,15 @@ def render_report(
         f"{info.get('idle_busy', '?')} busy"
         + (f"; {info['waited']}" if info.get("waited") else "")
         + ".",
-        "- RSS per connection: (worker VmRSS with N open, after the window - VmRSS after the "
-        "warm-up, before the connections) / N.",
+        "- RSS per connection: (VmRSS with N open, after the window - VmRSS after the warm-up, "
+        "before the connections) / N, VmRSS summed over the server's processes"
+        + (
+            f" (the parent and its {args.workers} workers; every worker is a separate "
+            "interpreter, so nothing is counted twice but the shared libraries' pages)"
+            if args.workers > 1
+            else " (one)"
+        )
+        + ".",
         (
             f"- Replay: {args.replay_events:,} progress events appended through `POST "
             f"/v1/events/batch` ({args.replay_batch} per request), then one sseload connection "
@@ -1043,15 +1129,16 @@ latency bounded).
   includes the append itself, the group commit, the NOTIFY wake-up, the listener's read of
   the table and the fan-out. *Delivered / expected* checks that every connection got every
   acknowledged event.
-- **Memory**: the worker's VmRSS after a warm-up and again with N connections open; the
-  difference divided by N.
+- **Memory**: the server's VmRSS after a warm-up and again with N connections open; the
+  difference divided by N. With `--workers N` the VmRSS of the parent and every worker is
+  summed, and so is their CPU.
 - **Replay**: one client resumes with `Last-Event-ID` before 100,000 stored events; the rate
   at which they arrive is the backfill path (keyset reads of the table, frames built from the
   stored JSON text).
 - Run it on a quiet machine: `uv run python bench/fanout.py --wait-quiet 1200` (about 20
   minutes; `--quick` for a smoke run that leaves this file alone, `--conns 1000 5000`,
-  `--servers`, `--repeats`, `--duration`, `--no-docs`, `--json FILE`, `--code GIT_REF` to
-  measure a commit rather than a working tree that is being edited).
+  `--servers`, `--repeats`, `--duration`, `--workers N`, `--no-docs`, `--json FILE`,
+  `--code GIT_REF` to measure a commit rather than a working tree that is being edited).
 
 ### Latest fan-out results
 """
@@ -1132,8 +1219,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep-database", action="store_true")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="taskstream serve --workers: the connections are spread over them by the kernel",
+    )
+    p.add_argument(
         "--server-cmd",
-        default="uv run taskstream serve --host {host} --port {port} --workers 1",
+        default="uv run taskstream serve --host {host} --port {port} --workers {workers}",
         help="how to start the service",
     )
     p.add_argument("--server-args", default="--no-access-log", help="extra arguments for it")
@@ -1311,6 +1404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         replays = [ReplayRun(**r) for r in saved["replays"]]
         emit(args, saved["info"], live, replays)
         return 0
+    append.stop_cleanly_on_sigterm()
     pg = append.Pg.from_url(args.database_url, args.database)
     lock = append.claim_database(pg)
     nofile = raise_nofile(max(args.conns) + 1024)
@@ -1372,6 +1466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 SAVED_ARGS = (
     *("conns", "duration", "repeats", "rate", "pad", "servers", "replay_events"),
     *("replay_batch", "max_streams", "server_cmd", "server_args", "broadcast_args", "code"),
+    "workers",
 )
 
 
