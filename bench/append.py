@@ -1072,6 +1072,25 @@ def write_docs(path: Path, report: str) -> None:
     replace_block(path, report, begin=BEGIN_MARK, end=END_MARK)
 
 
+def run_description(
+    script: str, argv: Sequence[str] | None, noisy: str = "results will be noisy"
+) -> dict[str, str]:
+    """The machine, the command as typed, the code, the date and how busy the machine already
+    was (``noisy``: what to warn of when it was), for a benchmark's report."""
+    info = machine()
+    info["command"] = f"uv run python bench/{script}" + (
+        " " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
+    )
+    if code := working_tree_code():
+        info["code"] = code
+    info["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    busy = busy_percent(2.0)
+    info["idle_busy"] = f"{busy:.0f} %"
+    if busy > 20:
+        print(f"warning: the machine is already {busy:.0f} % busy; {noisy}", flush=True)
+    return info
+
+
 def publish_report(
     report: str,
     args: argparse.Namespace,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import random
 import secrets
@@ -540,18 +539,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def describe_run(argv: Sequence[str] | None) -> dict[str, str]:
-    info = append.machine()
-    info["command"] = "uv run python bench/browser.py" + (
-        " " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
-    )
-    if code := append.working_tree_code():
-        info["code"] = code
-    info["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    busy = append.busy_percent(2.0)
-    info["idle_busy"] = f"{busy:.0f} %"
-    if busy > 20:
-        print(f"warning: the machine is already {busy:.0f} % busy; results will be noisy")
-    return info
+    return append.run_description("browser.py", argv)
 
 
 async def bench(args: argparse.Namespace, base_url: str, secret: str) -> list[BrowserRun]:

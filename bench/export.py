@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
 import secrets
@@ -586,22 +585,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def describe_run(argv: Sequence[str] | None) -> dict[str, str]:
-    info = append.machine()
-    info["command"] = "uv run python bench/export.py" + (
-        " " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
+    return append.run_description(
+        "export.py", argv, "timings will be noisy (memory numbers are not affected)"
     )
-    if code := append.working_tree_code():
-        info["code"] = code
-    info["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    busy = append.busy_percent(2.0)
-    info["idle_busy"] = f"{busy:.0f} %"
-    if busy > 20:
-        print(
-            f"warning: the machine is already {busy:.0f} % busy; timings will be noisy "
-            "(memory numbers are not affected)",
-            flush=True,
-        )
-    return info
 
 
 def seed(pg: append.Pg, tasks: int, events: int) -> tuple[int, int, float]:
